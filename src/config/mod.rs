@@ -1,0 +1,226 @@
+//! The configuration: its YAML schema, its validation and its errors.
+//!
+//! Pure by design: no sockets and no tokio. Reading the file and validating it are two steps, and
+//! only a validated [`Config`] leaves this module, so the rest of the program never checks a value
+//! twice. Host names stay names here; they are resolved when a config is loaded into the runtime.
+
+mod error;
+mod schema;
+mod summary;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors, FieldPath};
+
+/// Where the packaged service looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/roundhouse/roundhouse.yaml";
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was read from, for messages and `/status`.
+    pub source: PathBuf,
+    /// Proxy threads; each runs its own event loop with its own listening sockets.
+    pub workers: usize,
+    /// How long open connections may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    pub admin: AdminConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Config {
+    /// The backend with this name; validation guarantees every listener's backend exists.
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| &*b.name == name)
+    }
+}
+
+/// The admin (metrics and status) endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+}
+
+/// One listening address and where its connections go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: Name,
+    pub bind: SocketAddr,
+    pub backend: Name,
+    /// Clients beyond this many open connections are refused (and counted); `None`: no limit.
+    pub max_connections: Option<usize>,
+}
+
+/// A named group of servers with one health check and one set of timeouts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub name: Name,
+    pub servers: Vec<ServerConfig>,
+    pub health_check: HealthCheckConfig,
+    pub connect_timeout: Duration,
+    /// A proxied connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// How many other servers to try when connecting to the chosen one fails.
+    pub retries: u32,
+}
+
+/// One server of a backend, as configured (its host is resolved at load time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// The name used in metrics, status and the admin API; the address when none was given.
+    pub name: Name,
+    pub address: HostPort,
+    pub weight: u32,
+}
+
+/// How a backend's servers are checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes needed to go up.
+    pub rise: u32,
+    /// Consecutive failures needed to go down.
+    pub fall: u32,
+}
+
+/// What a check asks of a server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers 2xx.
+    Http { path: String },
+    /// `GET path` answers cluster-health JSON that satisfies every condition.
+    Elasticsearch(EsCheck),
+}
+
+/// The conditions of an Elasticsearch cluster-health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EsCheck {
+    pub path: String,
+    pub expect_status: Vec<ClusterStatus>,
+    pub cluster_name: Option<String>,
+    pub min_nodes: Option<u32>,
+}
+
+/// Elasticsearch's cluster colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterStatus {
+    Green,
+    Yellow,
+    Red,
+}
+
+impl ClusterStatus {
+    /// All colours, in order of health.
+    pub const ALL: [ClusterStatus; 3] = [Self::Green, Self::Yellow, Self::Red];
+
+    /// Parses the `status` field of a cluster-health answer.
+    pub fn parse(s: &str) -> Option<ClusterStatus> {
+        match s {
+            "green" => Some(Self::Green),
+            "yellow" => Some(Self::Yellow),
+            "red" => Some(Self::Red),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Green => "green",
+            Self::Yellow => "yellow",
+            Self::Red => "red",
+        }
+    }
+}
+
+impl fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A listener, backend or server name: cheap to clone, shown as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn new(s: &str) -> Name {
+        Name(Arc::from(s))
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A server address as written: an IP address or a host name, and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// The IP address when the host is one (no lookup needed).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip() {
+            Some(IpAddr::V6(_)) => write!(f, "[{}]:{}", self.host, self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigErrors(vec![ConfigError::Read {
+            file: file.to_owned(),
+            reason: e.to_string(),
+        }])
+    })?;
+    parse(file, &text)
+}
+
+/// Validates configuration text; `file` is only used to name the source in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    validate::validate(file, text)
+}
+
+pub use summary::summary;

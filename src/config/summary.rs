@@ -1,0 +1,93 @@
+//! The one-screen summary `roundhouse check` prints: what the file asks for, with every default
+//! filled in, so an operator sees the effective configuration and not only what they typed.
+
+use std::fmt::Write;
+
+use humantime::format_duration;
+
+use super::{CheckKind, Config, HealthCheckConfig};
+
+/// Renders `config` for a human; `resolved(backend, server)` says where a server's name resolved
+/// (or why it did not).
+pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{}: configuration is valid", config.source.display());
+    let _ = writeln!(
+        s,
+        "workers: {}; shutdown grace: {}; admin: http://{}",
+        config.workers,
+        format_duration(config.shutdown_grace),
+        config.admin.bind
+    );
+    let _ = writeln!(s, "listeners:");
+    for l in &config.listeners {
+        let limit = l
+            .max_connections
+            .map_or("no connection limit".to_owned(), |m| {
+                format!("at most {m} connections")
+            });
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<22} -> backend {} ({limit})",
+            l.name, l.bind, l.backend
+        );
+    }
+    let _ = writeln!(s, "backends:");
+    for b in &config.backends {
+        let used = config.listeners.iter().any(|l| l.backend == b.name);
+        let _ = writeln!(
+            s,
+            "  {}{}: connect timeout {}, idle timeout {}, {} retries",
+            b.name,
+            if used {
+                ""
+            } else {
+                " (not used by any listener)"
+            },
+            format_duration(b.connect_timeout),
+            format_duration(b.idle_timeout),
+            b.retries
+        );
+        let _ = writeln!(s, "    health check: {}", describe_check(&b.health_check));
+        for srv in &b.servers {
+            let _ = writeln!(
+                s,
+                "    server {:<20} {:<26} weight {:<3} {}",
+                srv.name,
+                srv.address.to_string(),
+                srv.weight,
+                resolved(&b.name, &srv.name)
+            );
+        }
+    }
+    s
+}
+
+fn describe_check(h: &HealthCheckConfig) -> String {
+    let what = match &h.kind {
+        CheckKind::Tcp => "tcp connect".to_owned(),
+        CheckKind::Http { path } => format!("http GET {path} expects 2xx"),
+        CheckKind::Elasticsearch(es) => {
+            let colours: Vec<&str> = es.expect_status.iter().map(|c| c.as_str()).collect();
+            let mut d = format!(
+                "elasticsearch GET {} expects status {}",
+                es.path,
+                colours.join("|")
+            );
+            if let Some(n) = &es.cluster_name {
+                let _ = write!(d, ", cluster_name {n}");
+            }
+            if let Some(n) = es.min_nodes {
+                let _ = write!(d, ", at least {n} nodes");
+            }
+            d
+        }
+    };
+    format!(
+        "{what}; every {}, timeout {}, rise {}, fall {}",
+        format_duration(h.interval),
+        format_duration(h.timeout),
+        h.rise,
+        h.fall
+    )
+}

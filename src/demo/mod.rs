@@ -1,0 +1,139 @@
+//! `roundhouse demo`: three stand-in Elasticsearch nodes on loopback with a balancer in front,
+//! and a script that makes nodes fail and recover, so a newcomer can watch roundhouse work with
+//! no cluster at hand.
+
+mod node;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use node::{Behaviour, FakeNode, Mode};
+
+use crate::config::ClusterStatus;
+use crate::runtime::{self, RunError};
+
+/// Where the demo listens.
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Runs the demo until Ctrl-C.
+pub fn run(opts: DemoOptions) -> Result<(), RunError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-nodes".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut nodes = Vec::new();
+                for name in ["es-1", "es-2", "es-3"] {
+                    match FakeNode::start(name, "demo").await {
+                        Ok(n) => nodes.push(n),
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot start demo node {name}: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(nodes.iter().map(|n| n.addr()).collect::<Vec<_>>()));
+                script(&nodes).await;
+            });
+        })
+        .map_err(|e| RunError::Startup(format!("cannot start the demo nodes: {e}")))?;
+    let addrs = rx
+        .recv()
+        .map_err(|_| RunError::Startup("the demo nodes did not start".into()))?
+        .map_err(RunError::Startup)?;
+    let path = write_config(&opts, &addrs)?;
+    println!(
+        "roundhouse demo: three stand-in Elasticsearch nodes ({}) behind a balancer.\n\
+         \n  curl http://{listen}/                     # each request lands on the next node: see \"name\"\n\
+         \n  curl http://{listen}/_cluster/health\n\
+         \n  curl http://{admin}/status   # (admin endpoint)\n\
+         \nThe config is {config}: edit it and send SIGHUP (kill -HUP {pid}) to reload.\n\
+         Every 15 seconds the demo breaks a node in a way a real cluster does (red cluster, a node\n\
+         stuck in discovery, a node isolated from its cluster) and then heals it: watch the log.\n\
+         Ctrl-C stops.\n",
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        listen = opts.listen,
+        admin = opts.admin,
+        config = path.display(),
+        pid = std::process::id(),
+    );
+    let result = runtime::run(&path);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn write_config(opts: &DemoOptions, addrs: &[SocketAddr]) -> Result<PathBuf, RunError> {
+    let dir = std::env::temp_dir().join(format!("roundhouse-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RunError::Startup(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join("roundhouse.yaml");
+    let servers: String = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("      - {{ name: es-{}, address: \"{a}\" }}\n", i + 1))
+        .collect();
+    let text = format!(
+        "# Written by `roundhouse demo`.\n\
+         enabled: true\n\
+         admin:\n  bind: \"{admin}\"\n\
+         listeners:\n  - name: es\n    bind: \"{listen}\"\n    backend: es\n\
+         backends:\n  - name: es\n    servers:\n{servers}\
+         \x20   health_check:\n      type: elasticsearch\n      interval: 1s\n      timeout: 500ms\n      rise: 2\n      fall: 2\n      cluster_name: demo\n      min_nodes: 2\n",
+        admin = opts.admin,
+        listen = opts.listen,
+    );
+    std::fs::write(&path, text)
+        .map_err(|e| RunError::Startup(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Breaks and heals nodes in turn, forever.
+async fn script(nodes: &[FakeNode]) {
+    let step = Duration::from_secs(15);
+    type Change = (usize, &'static str, fn(&mut Behaviour));
+    let scenes: [Change; 6] = [
+        (1, "es-2 now reports cluster status red", |b| {
+            b.status = ClusterStatus::Red
+        }),
+        (1, "es-2 is green again", |b| {
+            b.status = ClusterStatus::Green
+        }),
+        (
+            2,
+            "es-3 is stuck in discovery: it no longer answers health checks",
+            |b| b.mode = Mode::Hang,
+        ),
+        (2, "es-3 answers again", |b| b.mode = Mode::Normal),
+        (
+            0,
+            "es-1 lost its cluster and sees only itself (1 node)",
+            |b| b.number_of_nodes = 1,
+        ),
+        (0, "es-1 rejoined its cluster", |b| b.number_of_nodes = 3),
+    ];
+    loop {
+        for (node, what, change) in scenes {
+            tokio::time::sleep(step).await;
+            println!("[demo] {what}");
+            nodes[node].set(change);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Listening sockets and the accept loop. Socket options are set here and only here.
+//!
+//! Each listener address is bound once per worker thread with `SO_REUSEPORT`, so the kernel
+//! spreads new connections over the workers and no thread ever waits on another's lock. The
+//! sockets of a listener stay open across reloads for as long as its address stays configured,
+//! so a reload never refuses a connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Name;
+use crate::metrics::ListenerMetrics;
+use crate::proxy;
+use crate::runtime::Shared;
+
+const BACKLOG: i32 = 4096;
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The counters of one listener, carried across reloads while its name and address stay.
+pub struct ListenerState {
+    pub name: Name,
+    /// Open client connections (for `max_connections`).
+    pub active: AtomicUsize,
+    pub metrics: ListenerMetrics,
+}
+
+impl ListenerState {
+    pub fn new(name: Name, metrics: ListenerMetrics) -> ListenerState {
+        ListenerState {
+            name,
+            active: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    /// Counts a new connection unless `max` are already open; the caller must call
+    /// [`ListenerState::release`] for every `true`.
+    pub fn admit(&self, max: Option<usize>) -> bool {
+        let before = self.active.fetch_add(1, Ordering::Relaxed);
+        if max.is_some_and(|m| before >= m) {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.metrics.active.inc();
+        true
+    }
+
+    /// Counts a connection as closed.
+    pub fn release(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.active.dec();
+    }
+}
+
+/// The listening sockets of one address, one per worker, bound but not yet accepting.
+pub struct Bound {
+    /// The address actually bound (the OS's choice when the configured port is 0).
+    pub local: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+/// Binds `addr` once per worker. Fails, naming the cause, if the address is taken by anyone,
+/// including another process that also uses `SO_REUSEPORT`.
+pub fn bind(addr: SocketAddr, copies: usize) -> io::Result<Bound> {
+    // A plain bind first: it fails when the address is in use, where a SO_REUSEPORT bind would
+    // silently share the port with whoever holds it (for example a second roundhouse).
+    let probe = socket(addr, false)?;
+    probe.bind(&addr.into())?;
+    let local = probe
+        .local_addr()?
+        .as_socket()
+        .expect("a TCP socket has an IP address");
+    drop(probe);
+    let mut sockets = Vec::with_capacity(copies);
+    for _ in 0..copies.max(1) {
+        let s = socket(local, true)?;
+        s.bind(&local.into())?;
+        s.listen(BACKLOG)?;
+        sockets.push(s.into());
+    }
+    Ok(Bound { local, sockets })
+}
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // [::]:9200 means IPv6 only; bind 0.0.0.0:9200 as another listener for IPv4.
+        s.set_only_v6(true)?;
+    }
+    #[cfg(unix)]
+    s.set_reuse_port(reuse_port)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// The running accept loops of one listener address.
+pub struct Accepting {
+    pub local: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Accepting {
+    /// Stops accepting and closes the listening sockets; open connections are not touched.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts one accept loop per worker for the listener configured at `key`.
+pub fn start(bound: Bound, key: SocketAddr, workers: &[Handle], shared: &Arc<Shared>) -> Accepting {
+    let stop = CancellationToken::new();
+    for (socket, worker) in bound.sockets.into_iter().zip(workers.iter().cycle()) {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        worker.spawn(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => accept_loop(listener, key, shared, stop).await,
+                Err(e) => tracing::error!(bind = %key, error = %e, "cannot start accepting"),
+            }
+        });
+    }
+    Accepting {
+        local: bound.local,
+        stop,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    key: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut stopped = pin!(stop.cancelled());
+    let mut backoff = Duration::from_millis(5);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                proxy::accept(stream, peer, key, &shared);
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => {
+                // Out of file descriptors or memory: keep serving the open connections and
+                // retry later, instead of spinning on an accept that cannot succeed.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(bind = %key, error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; pausing accepts");
+                    last_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Errors that concern one connection that already went away, not the listener.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(libc::EPROTO)
+}

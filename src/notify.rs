@@ -1,0 +1,217 @@
+//! Talking to systemd (`sd_notify`) and composing the human `STATUS=` line.
+//!
+//! The protocol is one datagram of `KEY=value` lines to the socket named by `NOTIFY_SOCKET`.
+//! It is written here directly because the maintained crates do not all handle abstract
+//! (`@`-prefixed) socket names, which systemd uses in some setups. Without `NOTIFY_SOCKET`
+//! every call is a no-op, so the same binary runs under systemd, in a shell and in tests.
+
+use std::ffi::OsString;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::{Duration, SystemTime};
+
+use crate::backend::Backend;
+use crate::health::Health;
+
+/// A connection to systemd's notification socket, if there is one.
+pub struct Notifier {
+    target: Option<(UnixDatagram, SocketAddr)>,
+}
+
+impl Notifier {
+    /// Reads `NOTIFY_SOCKET`; an unusable value is logged once and ignored.
+    pub fn from_env() -> Notifier {
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Notifier { target: None };
+        };
+        match open(&path) {
+            Ok(target) => Notifier {
+                target: Some(target),
+            },
+            Err(e) => {
+                tracing::warn!(socket = ?path, error = %e, "cannot use NOTIFY_SOCKET; systemd will not hear from us");
+                Notifier { target: None }
+            }
+        }
+    }
+
+    /// Sends one message (several `KEY=value` lines); failures are logged, never fatal.
+    pub fn send(&self, message: &str) {
+        let Some((socket, addr)) = &self.target else {
+            return;
+        };
+        if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {
+            tracing::debug!(error = %e, "sd_notify failed");
+        }
+    }
+
+    /// `READY=1` with the current status.
+    pub fn ready(&self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+    }
+
+    /// `STATUS=` only.
+    pub fn status(&self, status: &str) {
+        self.send(&format!("STATUS={}", one_line(status)));
+    }
+
+    /// `RELOADING=1` with the monotonic timestamp systemd uses to match it to the reload job.
+    pub fn reloading(&self) {
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading configuration",
+            monotonic_usec()
+        ));
+    }
+
+    /// `STOPPING=1` with the current status.
+    pub fn stopping(&self, status: &str) {
+        self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
+    }
+
+    /// `WATCHDOG=1`: the event loops are alive.
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+
+    /// How often to send `WATCHDOG=1` (half of `WATCHDOG_USEC`), when systemd asks for it.
+    pub fn watchdog_interval() -> Option<Duration> {
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        if let Ok(pid) = std::env::var("WATCHDOG_PID")
+            && pid.parse::<u32>().ok()? != std::process::id()
+        {
+            return None;
+        }
+        (usec > 0).then(|| Duration::from_micros(usec / 2))
+    }
+}
+
+fn open(path: &OsString) -> std::io::Result<(UnixDatagram, SocketAddr)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_bytes();
+    let addr = match bytes.first() {
+        Some(b'@') => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(&bytes[1..])?
+        }
+        Some(b'/') => SocketAddr::from_pathname(path)?,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "expected an absolute path or an @abstract name",
+            ));
+        }
+    };
+    Ok((UnixDatagram::unbound()?, addr))
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ")
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// The local wall-clock time as `HH:MM:SS`, the way an operator reads the journal.
+pub fn clock(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as libc::time_t;
+    // SAFETY: localtime_r only writes into the tm we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
+    if !ok {
+        return humantime::format_rfc3339_seconds(t).to_string();
+    }
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// A rejected reload, remembered until a reload succeeds.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub at: SystemTime,
+    pub reason: String,
+}
+
+/// The human status line: what is served and what is wrong, worst first.
+///
+/// `serving 1 listener; es: 3/3 servers up`,
+/// `DEGRADED: es: 1/3 servers up (es-2: cluster status red; es-3: timed out after 1s)`,
+/// `DOWN: es: no healthy server`, and a rejected reload in front of it until one succeeds.
+pub fn status_line(
+    listeners: usize,
+    backends: &[std::sync::Arc<Backend>],
+    loaded_at: SystemTime,
+    rejection: Option<&Rejection>,
+) -> String {
+    let mut worst = 0; // 0 fine, 1 degraded, 2 down
+    let mut parts = Vec::new();
+    for b in backends {
+        let total = b.servers.len();
+        let up = b.servers_up();
+        if up == 0 {
+            worst = 2;
+            parts.push(format!("{}: no healthy server{}", b.name(), reasons(b)));
+        } else if up < total {
+            worst = worst.max(1);
+            parts.push(format!(
+                "{}: {up}/{total} servers up{}",
+                b.name(),
+                reasons(b)
+            ));
+        } else {
+            parts.push(format!("{}: {up}/{total} servers up", b.name()));
+        }
+    }
+    let health = match worst {
+        0 => format!(
+            "serving {listeners} listener{}; {}",
+            if listeners == 1 { "" } else { "s" },
+            parts.join("; ")
+        ),
+        1 => format!("DEGRADED: {}", parts.join("; ")),
+        _ => format!("DOWN: {}", parts.join("; ")),
+    };
+    match rejection {
+        Some(r) => format!(
+            "reload rejected at {}: {}; still serving config loaded at {} | {health}",
+            clock(r.at),
+            r.reason,
+            clock(loaded_at)
+        ),
+        None => health,
+    }
+}
+
+/// ` (es-2: cluster status red; es-3: timed out after 1s)` for the servers out of rotation.
+fn reasons(b: &Backend) -> String {
+    let out: Vec<String> = b
+        .servers
+        .iter()
+        .filter(|s| !s.state.in_rotation())
+        .map(|s| {
+            let why = match s.state.state_word() {
+                "drain" => "draining".to_owned(),
+                "maint" => "in maintenance".to_owned(),
+                _ if s.state.health.health() == Health::Unknown => "not checked yet".to_owned(),
+                _ => s
+                    .state
+                    .health
+                    .view()
+                    .reason
+                    .unwrap_or_else(|| "down".to_owned()),
+            };
+            format!("{}: {why}", s.config.name)
+        })
+        .collect();
+    if out.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", out.join("; "))
+    }
+}

@@ -1,0 +1,120 @@
+//! One client connection: pick a server, connect with retries, relay bytes, account.
+
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+
+use crate::backend::Backend;
+use crate::health::{FailureKind, Observation, describe_io};
+use crate::metrics::RejectReason;
+use crate::runtime::{Route, Shared};
+
+pub use relay::{End, Outcome};
+
+/// The most servers one client connection may try (`retries` is at most 16).
+const MAX_TRIES: usize = 17;
+
+/// Takes over a freshly accepted client connection on the current worker.
+pub fn accept(client: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc<Shared>) {
+    let running = shared.running.load();
+    let Some(route) = running.routes.get(&key) else {
+        // the listener was removed by a reload a moment ago; its sockets are closing
+        return;
+    };
+    let listener = &route.listener;
+    listener.metrics.connections.inc();
+    if !listener.admit(route.max_connections) {
+        listener
+            .metrics
+            .rejected(RejectReason::MaxConnections)
+            .inc();
+        return;
+    }
+    let route = route.clone();
+    shared.tracker.spawn(async move {
+        serve(client, peer, &route).await;
+        route.listener.release();
+    });
+}
+
+async fn serve(client: TcpStream, peer: SocketAddr, route: &Route) {
+    let started = Instant::now();
+    let backend = &route.backend;
+    let (server_stream, index) = match connect(backend).await {
+        Ok(ok) => ok,
+        Err(reason) => {
+            route.listener.metrics.rejected(reason).inc();
+            backend.state.no_server_warning(backend.name(), reason);
+            return;
+        }
+    };
+    let server = &backend.servers[index];
+    let _ = client.set_nodelay(true);
+    let _ = server_stream.set_nodelay(true);
+    let m = &server.state.metrics;
+    m.connections.inc();
+    m.active.inc();
+    let outcome = relay::relay(&client, &server_stream, backend.config.idle_timeout, m).await;
+    m.active.dec();
+    tracing::debug!(
+        listener = %route.listener.name,
+        client = %peer,
+        backend = %backend.name(),
+        server = %server.config.name,
+        bytes_up = outcome.sent,
+        bytes_down = outcome.received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        close = outcome.end.as_str(),
+        "connection closed"
+    );
+}
+
+/// Connects to the next server in rotation, trying up to `retries` others when that fails.
+/// A failed connect counts against the server's health, like a failed check.
+async fn connect(backend: &Backend) -> Result<(TcpStream, usize), RejectReason> {
+    let mut tried = [usize::MAX; MAX_TRIES];
+    let attempts = (backend.config.retries as usize + 1).min(MAX_TRIES);
+    for attempt in 0..attempts {
+        let Some(i) = backend.pick(|i| tried[..attempt].contains(&i)) else {
+            return Err(if attempt == 0 {
+                RejectReason::NoHealthyServer
+            } else {
+                RejectReason::ConnectFailed
+            });
+        };
+        tried[attempt] = i;
+        let server = &backend.servers[i];
+        let start = Instant::now();
+        let timeout = backend.config.connect_timeout;
+        let reason = match tokio::time::timeout(timeout, TcpStream::connect(server.addr)).await {
+            Ok(Ok(stream)) => {
+                let took = start.elapsed();
+                backend
+                    .state
+                    .metrics
+                    .connect_duration
+                    .observe(took.as_secs_f64());
+                return Ok((stream, i));
+            }
+            Ok(Err(e)) => describe_io(&e),
+            Err(_) => format!(
+                "connect timed out after {}",
+                humantime::format_duration(timeout)
+            ),
+        };
+        server.state.metrics.connect_failures.inc();
+        let hc = &backend.config.health_check;
+        let obs = Observation::fail(
+            FailureKind::Other,
+            format!("{reason} (client connection)"),
+            None,
+            start.elapsed(),
+        );
+        server.state.observe_passive(obs, hc.rise, hc.fall);
+    }
+    Err(RejectReason::ConnectFailed)
+}

@@ -1,0 +1,233 @@
+//! The byte pump between a client and a server: both directions in one task, half-close
+//! forwarded, an idle timeout, and byte counts flushed to the server's counters in batches.
+//!
+//! A direction holds a buffer only while data is in flight: it waits for readability first and
+//! borrows a buffer from a per-thread pool just for the read and the write that follows, so an
+//! idle connection costs no buffer memory at all.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::net::Shutdown;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::metrics::ServerMetrics;
+
+/// Relay buffer size; one is borrowed per direction only while that direction has data in flight.
+const BUFFER_SIZE: usize = 16 * 1024;
+/// Buffers kept for reuse per thread; beyond that they are freed.
+const POOL_LIMIT: usize = 256;
+/// Byte counts reach the shared counters at least this often (and when the connection ends).
+const FLUSH_EVERY: u64 = 64 * 1024;
+
+/// Why a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides finished sending (each FIN was forwarded).
+    Closed,
+    /// No bytes either way for the idle timeout.
+    IdleTimeout,
+    /// The client reset the connection or stopped reading.
+    ClientError,
+    /// The server reset the connection or stopped reading.
+    ServerError,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::IdleTimeout => "idle_timeout",
+            End::ClientError => "client_error",
+            End::ServerError => "server_error",
+        }
+    }
+}
+
+/// What a relayed connection carried.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Bytes from the client written to the server.
+    pub sent: u64,
+    /// Bytes from the server written to the client.
+    pub received: u64,
+    pub end: End,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Box<[u8]> {
+    POOL.with_borrow_mut(|p| p.pop())
+        .unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice())
+}
+
+fn give_buffer(buf: Box<[u8]>) {
+    POOL.with_borrow_mut(|p| {
+        if p.len() < POOL_LIMIT {
+            p.push(buf);
+        }
+    });
+}
+
+/// Which stream an I/O error came from.
+enum Failed {
+    Reader,
+    Writer,
+}
+
+/// One direction: reads from `src`, writes to `dst`, forwards EOF as a write shutdown.
+#[derive(Default)]
+struct Pump {
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+    total: u64,
+    unflushed: u64,
+}
+
+impl Pump {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+    ) -> Poll<Result<(), Failed>> {
+        loop {
+            if self.start < self.end {
+                let buf = self
+                    .buf
+                    .as_ref()
+                    .expect("a pump with pending bytes holds a buffer");
+                match dst.try_write(&buf[self.start..self.end]) {
+                    Ok(n) => {
+                        self.start += n;
+                        self.total += n as u64;
+                        self.unflushed += n as u64;
+                        if self.start == self.end {
+                            give_buffer(self.buf.take().expect("checked above"));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready!(dst.poll_write_ready(cx)).map_err(|_| Failed::Writer)?;
+                    }
+                    Err(_) => return Poll::Ready(Err(Failed::Writer)),
+                }
+                continue;
+            }
+            if self.eof {
+                // Forward the FIN; the other direction keeps flowing (half-close).
+                match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                        return Poll::Ready(Err(Failed::Writer));
+                    }
+                    _ => {}
+                }
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            ready!(src.poll_read_ready(cx)).map_err(|_| Failed::Reader)?;
+            let mut buf = self.buf.take().unwrap_or_else(take_buffer);
+            match src.try_read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    give_buffer(buf);
+                }
+                Ok(n) => {
+                    self.start = 0;
+                    self.end = n;
+                    self.buf = Some(buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_buffer(buf),
+                Err(_) => {
+                    give_buffer(buf);
+                    return Poll::Ready(Err(Failed::Reader));
+                }
+            }
+        }
+    }
+
+    fn flush_to(&mut self, counter: &prometheus::IntCounter, force: bool) {
+        if self.unflushed >= FLUSH_EVERY || (force && self.unflushed > 0) {
+            counter.inc_by(self.unflushed);
+            self.unflushed = 0;
+        }
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            give_buffer(buf);
+        }
+    }
+}
+
+/// Relays until both directions are finished, one side fails, or nothing moves for `idle`.
+pub async fn relay(
+    client: &TcpStream,
+    server: &TcpStream,
+    idle: Duration,
+    metrics: &ServerMetrics,
+) -> Outcome {
+    let mut up = Pump::default();
+    let mut down = Pump::default();
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    let mut last_activity = Instant::now();
+    let end = poll_fn(|cx| {
+        let moved = (up.total, down.total, up.done, down.done);
+        let mut result = None;
+        if !up.done
+            && let Poll::Ready(Err(f)) = up.poll(cx, client, server)
+        {
+            result = Some(match f {
+                Failed::Reader => End::ClientError,
+                Failed::Writer => End::ServerError,
+            });
+        }
+        if result.is_none()
+            && !down.done
+            && let Poll::Ready(Err(f)) = down.poll(cx, server, client)
+        {
+            result = Some(match f {
+                Failed::Reader => End::ServerError,
+                Failed::Writer => End::ClientError,
+            });
+        }
+        up.flush_to(&metrics.sent, false);
+        down.flush_to(&metrics.received, false);
+        if let Some(end) = result {
+            return Poll::Ready(end);
+        }
+        if up.done && down.done {
+            return Poll::Ready(End::Closed);
+        }
+        if moved != (up.total, down.total, up.done, down.done) {
+            last_activity = Instant::now();
+        }
+        while sleep.as_mut().poll(cx).is_ready() {
+            let deadline = last_activity + idle;
+            if deadline <= Instant::now() {
+                return Poll::Ready(End::IdleTimeout);
+            }
+            sleep.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await;
+    up.flush_to(&metrics.sent, true);
+    down.flush_to(&metrics.received, true);
+    Outcome {
+        sent: up.total,
+        received: down.total,
+        end,
+    }
+}

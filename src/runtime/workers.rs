@@ -1,0 +1,86 @@
+//! The proxy's worker threads: each runs its own single-threaded event loop.
+//!
+//! One event loop per core, each with its own `SO_REUSEPORT` listening sockets, measured ahead of
+//! tokio's work-stealing scheduler on this workload: a connection never moves between threads, so
+//! its sockets, buffers and timers stay in one core's cache and nothing is shared on the data path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// A running set of worker threads.
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Vec<(JoinHandle<()>, oneshot::Sender<()>)>,
+    heartbeats: Vec<Arc<AtomicU64>>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads.
+    pub fn start(n: usize) -> std::io::Result<Workers> {
+        let mut w = Workers {
+            handles: Vec::new(),
+            threads: Vec::new(),
+            heartbeats: Vec::new(),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            w.handles.push(rt.handle().clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("roundhouse-w{i}"))
+                .spawn(move || {
+                    // Returns when told to stop (or when the sender is dropped); dropping the
+                    // runtime then closes whatever connections are still open on this thread.
+                    let _ = rt.block_on(stopped);
+                })?;
+            w.threads.push((thread, stop));
+            w.heartbeats.push(Arc::new(AtomicU64::new(0)));
+        }
+        Ok(w)
+    }
+
+    /// The event loops, to spawn accept loops on.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
+    /// Starts a task on every worker that counts a heartbeat every `period`, so the watchdog
+    /// can tell a live event loop from a hung one.
+    pub fn start_heartbeats(&self, period: Duration) {
+        for (handle, beat) in self.handles.iter().zip(&self.heartbeats) {
+            let beat = beat.clone();
+            handle.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    beat.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    }
+
+    /// The heartbeat count of each worker.
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.heartbeats
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Stops every worker; connections still open are closed.
+    pub fn stop(self) {
+        for (thread, stop) in self.threads {
+            let _ = stop.send(());
+            if thread.join().is_err() {
+                tracing::error!("a worker thread panicked while stopping");
+            }
+        }
+    }
+}
