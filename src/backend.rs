@@ -140,12 +140,14 @@ impl ServerState {
         let (backend, server) = (&*self.key.backend, &*self.key.server);
         match t.to {
             Health::Up if t.from == Health::Unknown => {
-                tracing::info!(backend, server, "server is up")
+                tracing::info!(backend = %backend, server = %server, "server is up")
             }
             Health::Up => {
-                tracing::info!(backend, server, was = t.from.as_str(), "server is up again")
+                tracing::info!(backend = %backend, server = %server, "server is up again")
             }
-            _ => tracing::warn!(backend, server, reason = %t.reason, "server is down"),
+            _ => {
+                tracing::warn!(backend = %backend, server = %server, reason = ?t.reason, "server is down")
+            }
         }
         if t.from != Health::Unknown {
             self.metrics.state_changes.inc();
@@ -207,8 +209,8 @@ impl BackendState {
             _ => "every server tried refused or timed out",
         };
         tracing::warn!(
-            backend,
-            reason = why,
+            backend = %backend,
+            reason = ?why,
             closed_since_last_warning = also,
             "closed a client connection"
         );

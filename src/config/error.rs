@@ -22,7 +22,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file parses but a value is not acceptable.
-    #[error("{}: {path}: {message}", file.display())]
+    #[error("{}", located(file, None, None, path, message))]
     Invalid {
         file: PathBuf,
         path: String,

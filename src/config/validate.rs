@@ -87,10 +87,15 @@ fn strip_location(msg: &str) -> String {
         Some(i) => &msg[..i],
         None => msg,
     };
-    match msg.split_once(": ") {
+    let msg = match msg.split_once(": ") {
         // serde_yaml prefixes nested errors with its own path ("backends[0]: ..."); ours is better.
-        Some((head, rest)) if !head.contains(' ') && head != "invalid type" => rest.to_owned(),
-        _ => msg.to_owned(),
+        Some((head, rest)) if !head.contains(' ') && head != "invalid type" => rest,
+        _ => msg,
+    };
+    // The schema's type names mean nothing to an operator.
+    match msg.find("expected struct Raw") {
+        Some(i) => format!("{}expected a mapping of settings", &msg[..i]),
+        None => msg.to_owned(),
     }
 }
 
@@ -126,8 +131,12 @@ impl Validator<'_> {
             .bind_addr(&admin_bind, &root.field("admin").field("bind"))
             .map(|bind| AdminConfig { bind });
 
+        // Listeners are checked against the names as written, so a backend with an error of its
+        // own does not also make every listener that uses it look wrong.
+        let backend_names: Vec<String> =
+            raw.backends.iter().filter_map(|b| b.name.clone()).collect();
         let backends = self.backends(raw.backends, &root.field("backends"));
-        let listeners = self.listeners(raw.listeners, &backends, &root.field("listeners"));
+        let listeners = self.listeners(raw.listeners, &backend_names, &root.field("listeners"));
         if let Some(admin) = &admin {
             for (i, l) in listeners.iter().enumerate() {
                 if l.bind == admin.bind && l.bind.port() != 0 {
@@ -196,7 +205,7 @@ impl Validator<'_> {
     fn listeners(
         &mut self,
         raw: Vec<RawListener>,
-        backends: &[BackendConfig],
+        backends: &[String],
         path: &FieldPath,
     ) -> Vec<ListenerConfig> {
         if raw.is_empty() {
@@ -211,7 +220,10 @@ impl Validator<'_> {
             if let Some(n) = &name
                 && !names.insert(n.clone())
             {
-                self.err(&p.field("name"), format!("duplicate listener name {n:?}"));
+                self.err(
+                    &p.field("name"),
+                    format!("duplicate listener name {:?}", &**n),
+                );
             }
             let bind = match l.bind.as_deref() {
                 Some(b) => self.bind_addr(b, &p.field("bind")),
@@ -240,11 +252,10 @@ impl Validator<'_> {
                     );
                     None
                 }
-                Some(b) if !backends.iter().any(|x| &*x.name == b) => {
-                    let known: Vec<&str> = backends.iter().map(|x| &*x.name).collect();
+                Some(b) if !backends.iter().any(|x| x == b) => {
                     self.err(
                         &p.field("backend"),
-                        format!("no backend named {b:?} (backends: {})", known.join(", ")),
+                        format!("no backend named {b:?} (backends: {})", backends.join(", ")),
                     );
                     None
                 }
@@ -284,7 +295,10 @@ impl Validator<'_> {
             if let Some(n) = &name
                 && !names.insert(n.clone())
             {
-                self.err(&p.field("name"), format!("duplicate backend name {n:?}"));
+                self.err(
+                    &p.field("name"),
+                    format!("duplicate backend name {:?}", &**n),
+                );
             }
             let servers = self.servers(b.servers, &p.field("servers"));
             let health_check = self.health_check(b.health_check, &p.field("health_check"));
@@ -369,7 +383,10 @@ impl Validator<'_> {
             };
             let Some(name) = name else { continue };
             if !names.insert(name.clone()) {
-                self.err(&p.field("name"), format!("duplicate server name {name:?}"));
+                self.err(
+                    &p.field("name"),
+                    format!("duplicate server name {:?}", &*name),
+                );
             }
             out.push(ServerConfig {
                 name,

@@ -76,7 +76,9 @@ pub fn run(opts: DemoOptions) -> Result<(), RunError> {
         pid = std::process::id(),
     );
     let result = runtime::run(&path);
-    let _ = std::fs::remove_file(&path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     result
 }
 

@@ -53,7 +53,16 @@ pub struct FakeNode {
 impl FakeNode {
     /// Starts a green node of a three-node cluster on an OS-chosen port.
     pub async fn start(name: &str, cluster_name: &str) -> io::Result<FakeNode> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(name, cluster_name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a green node of a three-node cluster at `addr` (to restart a node in place).
+    pub async fn start_at(
+        name: &str,
+        cluster_name: &str,
+        addr: SocketAddr,
+    ) -> io::Result<FakeNode> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let node = FakeNode {
             name: name.to_owned(),

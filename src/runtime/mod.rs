@@ -146,10 +146,7 @@ impl Control {
         first_round(&shared, &backends).await;
         let listeners = bound
             .into_iter()
-            .map(|(key, b)| {
-                tracing::info!(bind = %key, addr = %b.local, "listening");
-                (key, listener::start(b, key, workers.handles(), &shared))
-            })
+            .map(|(key, b)| (key, start_listener(b, key, &workers, &shared)))
             .collect();
         let mut control = Control {
             path: path.to_owned(),
@@ -271,8 +268,7 @@ impl Control {
         let backends = new.backends.clone();
         self.shared.running.store(Arc::new(new));
         for (key, b) in fresh {
-            tracing::info!(bind = %key, addr = %b.local, "listening");
-            let accepting = listener::start(b, key, self.workers.handles(), &self.shared);
+            let accepting = start_listener(b, key, &self.workers, &self.shared);
             self.listeners.insert(key, accepting);
         }
         for key in removed {
@@ -332,6 +328,19 @@ impl Control {
         }
         self.workers.stop();
     }
+}
+
+/// Starts accepting on a bound listener and says where, by name.
+fn start_listener(
+    bound: listener::Bound,
+    key: SocketAddr,
+    workers: &Workers,
+    shared: &Arc<Shared>,
+) -> Accepting {
+    let running = shared.running.load();
+    let name = running.routes.get(&key).map(|r| r.listener.name.clone());
+    tracing::info!(listener = %name.as_deref().unwrap_or("?"), bind = %key, addr = %bound.local, "listening");
+    listener::start(bound, key, workers.handles(), shared)
 }
 
 /// Waits until every server has had its first check (or the longest check timeout passed).

@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests: the real binary as a child process, a config
+//! builder, fake Elasticsearch nodes (the demo's) and plain network tools.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod config;
+pub mod net;
+pub mod process;
+
+pub use config::{Backend, ConfigBuilder};
+pub use net::{EchoServer, http_get, names, node_name, tally};
+pub use process::{Roundhouse, run_cli};
+pub use roundhouse::demo::{FakeNode, Mode};
+
+use std::time::Duration;
+
+/// How long to wait for anything that should happen "at once" in these tests.
+pub const SOON: Duration = Duration::from_secs(5);
+
+/// Three green nodes of cluster `prod`: es-1, es-2, es-3.
+pub async fn three_nodes() -> Vec<FakeNode> {
+    let mut nodes = Vec::new();
+    for name in ["es-1", "es-2", "es-3"] {
+        nodes.push(
+            FakeNode::start(name, "prod")
+                .await
+                .expect("start fake node"),
+        );
+    }
+    nodes
+}
+
+/// A backend `es` over these nodes.
+pub fn es_backend(nodes: &[FakeNode]) -> Backend {
+    nodes
+        .iter()
+        .fold(Backend::new("es"), |b, n| b.server(n.name(), n.addr()))
+}

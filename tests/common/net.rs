@@ -1,0 +1,89 @@
+//! Network helpers: a plain HTTP GET over a raw socket and an echo server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// `GET path` with `Connection: close`; returns the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: es\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("no HTTP answer: {text:?}"),
+        )
+    })?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, head.to_owned()))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The `name` a node reports on `GET /` through `addr`.
+pub async fn node_name(addr: SocketAddr) -> io::Result<String> {
+    let (_, body) = http_get(addr, "/").await?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}: {body:?}")))?;
+    Ok(v["name"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Asks `n` times which node answers through `addr`; returns the names in order.
+pub async fn names(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(node_name(addr).await.expect("request through roundhouse"));
+    }
+    out
+}
+
+/// Counts of each name.
+pub fn tally(names: &[String]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for n in names {
+        *m.entry(n.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// A TCP server that echoes every byte back and closes its side after the client's FIN.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+}
+
+impl EchoServer {
+    pub async fn start() -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.into_split();
+                    // copy until the client's FIN, then send ours: a half-close round trip
+                    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                        let _ = w.shutdown().await;
+                    }
+                });
+            }
+        });
+        EchoServer { addr, connections }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}

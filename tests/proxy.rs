@@ -1,0 +1,281 @@
+//! Proxying through the real binary: round robin, weights, retries, byte-exact relaying,
+//! half-close, idle timeout, connection limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn round_robin_is_even() {
+    let nodes = three_nodes().await;
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(es_backend(&nodes))
+            .yaml(),
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    let seen = names(addr, 30).await;
+    let counts = tally(&seen);
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{counts:?}"
+    );
+    // and in rotation, not in bursts
+    assert_ne!(seen[0], seen[1]);
+    assert_ne!(seen[1], seen[2]);
+}
+
+#[tokio::test]
+async fn weights_are_respected() {
+    let nodes = three_nodes().await;
+    let backend = Backend::new("es")
+        .server("es-1", nodes[0].addr())
+        .weighted("es-2", nodes[1].addr(), 2)
+        .server("es-3", nodes[2].addr());
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(backend)
+            .yaml(),
+    )
+    .await;
+    let counts = tally(&names(rh.listener("es").await, 40).await);
+    assert_eq!(counts["es-1"], 10, "{counts:?}");
+    assert_eq!(counts["es-2"], 20, "{counts:?}");
+    assert_eq!(counts["es-3"], 10, "{counts:?}");
+}
+
+#[tokio::test]
+async fn connect_retry_skips_a_dead_server_the_checks_have_not_caught() {
+    let mut nodes = three_nodes().await;
+    // checks so rare that only client connections can notice the dead node
+    let backend = es_backend(&nodes)
+        .check("interval", "1h")
+        .check("timeout", "1s")
+        .check("fall", "3");
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(backend)
+            .yaml(),
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    drop(nodes.remove(1)); // es-2 stops listening
+    let seen = names(addr, 12).await;
+    assert!(!seen.contains(&"es-2".to_owned()), "{seen:?}");
+    assert_eq!(seen.len(), 12, "every client was served");
+    // three failed client connects count as three failed checks: es-2 leaves rotation
+    let line = rh
+        .stderr
+        .wait_for(
+            &[
+                "server is down",
+                "server=es-2",
+                "connection refused (client connection)",
+            ],
+            SOON,
+        )
+        .await;
+    assert!(line.contains("WARN"), "{line}");
+}
+
+#[tokio::test]
+async fn no_healthy_server_closes_the_client_at_once() {
+    let nodes = three_nodes().await;
+    for n in &nodes {
+        n.set(|b| b.mode = Mode::NoMaster);
+    }
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(es_backend(&nodes))
+            .yaml(),
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("accepted");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(SOON, s.read(&mut buf))
+        .await
+        .expect("closed, not hung");
+    assert!(matches!(n, Ok(0) | Err(_)), "closed without data: {n:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    rh.stderr
+        .wait_for(
+            &[
+                "WARN",
+                "closed a client connection",
+                "backend=es",
+                "no healthy server",
+            ],
+            SOON,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn bytes_are_relayed_exactly_with_half_close() {
+    let echo = EchoServer::start().await;
+    let backend = Backend::new("echo")
+        .server("echo-1", echo.addr)
+        .check("type", "tcp");
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("echo", "echo")
+            .backend(backend)
+            .yaml(),
+    )
+    .await;
+    let addr = rh.listener("echo").await;
+    let data: Vec<u8> = (0..32 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let to_send = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&to_send).await.unwrap();
+        // half-close: our FIN must reach the server, and its answer must still reach us
+        w.shutdown().await.unwrap();
+        w
+    });
+    let mut got = Vec::with_capacity(data.len());
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut got))
+        .await
+        .expect("echo finished")
+        .unwrap();
+    let _w = writer.await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes differ");
+}
+
+#[tokio::test]
+async fn a_server_that_answers_after_the_client_fin_is_still_heard() {
+    // The client sends a request and its FIN at once; the server answers only after the FIN.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let _ = s.read_to_end(&mut req).await; // until the FIN
+                let _ = s
+                    .write_all(format!("got {} bytes", req.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let backend = Backend::new("b")
+        .server("s", server_addr)
+        .check("type", "tcp");
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("l", "b")
+            .backend(backend)
+            .yaml(),
+    )
+    .await;
+    let mut s = TcpStream::connect(rh.listener("l").await).await.unwrap();
+    s.write_all(&[7u8; 1000]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(SOON, s.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, "got 1000 bytes");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let echo = EchoServer::start().await;
+    let backend = Backend::new("echo")
+        .server("echo-1", echo.addr)
+        .check("type", "tcp")
+        .with("timeouts", "{ idle: 300ms }");
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("echo", "echo")
+            .backend(backend)
+            .yaml(),
+    )
+    .await;
+    let mut s = TcpStream::connect(rh.listener("echo").await).await.unwrap();
+    // traffic keeps it open past the timeout...
+    let mut quiet = Instant::now();
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        quiet = Instant::now();
+    }
+    // ...silence closes it
+    let mut buf = [0u8; 4];
+    let n = tokio::time::timeout(SOON, s.read(&mut buf))
+        .await
+        .expect("closed by roundhouse");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let took = quiet.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn max_connections_refuses_beyond_the_limit() {
+    let echo = EchoServer::start().await;
+    let backend = Backend::new("echo")
+        .server("echo-1", echo.addr)
+        .check("type", "tcp");
+    let config = ConfigBuilder::new()
+        .listener_at("echo", "127.0.0.1:0", "echo", ", max_connections: 2")
+        .backend(backend);
+    let rh = Roundhouse::start(&config.yaml()).await;
+    let addr = rh.listener("echo").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap(); // proxied: it counts
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let mut b = [0u8; 1];
+    let n = tokio::time::timeout(SOON, third.read(&mut b))
+        .await
+        .expect("refused at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    drop(held.pop());
+    // a slot is free again once roundhouse has seen the close
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"y").await.unwrap();
+        if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "a connection was accepted after one closed");
+}
