@@ -206,6 +206,9 @@ impl BackendState {
         drop(w);
         let why = match reason {
             RejectReason::NoHealthyServer => "no healthy server",
+            RejectReason::OutOfResources => {
+                "no file descriptors, memory or source ports left to connect with"
+            }
             _ => "every server tried refused or timed out",
         };
         tracing::warn!(

@@ -25,13 +25,16 @@ pub enum RejectReason {
     NoHealthyServer,
     /// Servers were up, but connecting to each one tried failed.
     ConnectFailed,
+    /// This process ran out of file descriptors, memory or source ports to connect with.
+    OutOfResources,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 3] = [
+    const ALL: [RejectReason; 4] = [
         Self::MaxConnections,
         Self::NoHealthyServer,
         Self::ConnectFailed,
+        Self::OutOfResources,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl RejectReason {
             Self::MaxConnections => "max_connections",
             Self::NoHealthyServer => "no_healthy_server",
             Self::ConnectFailed => "connect_failed",
+            Self::OutOfResources => "out_of_resources",
         }
     }
 }
@@ -110,7 +114,7 @@ impl ServerMetrics {
 pub struct ListenerMetrics {
     pub connections: IntCounter,
     pub active: IntGauge,
-    rejected: [IntCounter; 3],
+    rejected: [IntCounter; 4],
 }
 
 impl ListenerMetrics {

@@ -279,3 +279,78 @@ async fn max_connections_refuses_beyond_the_limit() {
     }
     assert!(ok, "a connection was accepted after one closed");
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_pauses_accepting_and_keeps_serving() {
+    let echo = EchoServer::start().await;
+    let backend = Backend::new("echo")
+        .server("echo-1", echo.addr)
+        .check("type", "tcp")
+        .check("interval", "1h");
+    let rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("echo", "echo")
+            .backend(backend)
+            .yaml(),
+    )
+    .await;
+    let addr = rh.listener("echo").await;
+    // leave room for a few proxied connections (two descriptors each), then starve it
+    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", rh.pid()))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open_fds + 6,
+        rlim_max: open_fds + 6,
+    };
+    assert_eq!(
+        unsafe { libc::prlimit(rh.pid(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) },
+        0
+    );
+
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(TcpStream::connect(addr).await.unwrap()); // the kernel queues them
+    }
+    let mut served = Vec::new();
+    for mut c in clients {
+        c.write_all(b"hi").await.unwrap();
+        let mut b = [0u8; 2];
+        match tokio::time::timeout(Duration::from_millis(300), c.read(&mut b)).await {
+            Ok(Ok(2)) => served.push(c),
+            _ => drop(c), // queued behind the limit, or closed for lack of descriptors
+        }
+    }
+    assert!(
+        !served.is_empty() && served.len() < 12,
+        "served {}",
+        served.len()
+    );
+    rh.stderr
+        .wait_for(&["WARN", "Too many open files"], SOON)
+        .await;
+    // the connections that made it still work
+    for c in &mut served {
+        c.write_all(b"ok").await.unwrap();
+        let mut b = [0u8; 2];
+        tokio::time::timeout(SOON, c.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // once descriptors are free again, new clients are served, and the server was never blamed
+    drop(served);
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"again").await.unwrap();
+        let mut b = [0u8; 5];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut b)).await
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "served again after descriptors were freed");
+    assert_eq!(rh.stderr.count("server is down"), 0, "{}", rh.stderr.text());
+}

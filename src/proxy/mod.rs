@@ -100,6 +100,8 @@ async fn connect(backend: &Backend) -> Result<(TcpStream, usize), RejectReason> 
                     .observe(took.as_secs_f64());
                 return Ok((stream, i));
             }
+            // Out of descriptors, memory or source ports here: not the server's fault.
+            Ok(Err(e)) if is_local_exhaustion(&e) => return Err(RejectReason::OutOfResources),
             Ok(Err(e)) => describe_io(&e),
             Err(_) => format!(
                 "connect timed out after {}",
@@ -117,4 +119,11 @@ async fn connect(backend: &Backend) -> Result<(TcpStream, usize), RejectReason> 
         server.state.observe_passive(obs, hc.rise, hc.fall);
     }
     Err(RejectReason::ConnectFailed)
+}
+
+fn is_local_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
