@@ -20,10 +20,15 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `NOTIFY_SOCKET`; an unusable value is logged once and ignored.
     pub fn from_env() -> Notifier {
-        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-            return Notifier { target: None };
-        };
-        match open(&path) {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(path) => Self::to(&path),
+            None => Notifier { target: None },
+        }
+    }
+
+    /// Sends to this socket: a path, or `@name` for an abstract socket.
+    pub fn to(path: &OsString) -> Notifier {
+        match open(path) {
             Ok(target) => Notifier {
                 target: Some(target),
             },
@@ -74,14 +79,23 @@ impl Notifier {
 
     /// How often to send `WATCHDOG=1` (half of `WATCHDOG_USEC`), when systemd asks for it.
     pub fn watchdog_interval() -> Option<Duration> {
-        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        if let Ok(pid) = std::env::var("WATCHDOG_PID")
-            && pid.parse::<u32>().ok()? != std::process::id()
-        {
-            return None;
-        }
-        (usec > 0).then(|| Duration::from_micros(usec / 2))
+        watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        )
     }
+}
+
+/// Half of `usec`, if the watchdog is meant for the process `own_pid`.
+fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.parse().ok()?;
+    if let Some(pid) = pid
+        && pid.parse::<u32>().ok()? != own_pid
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 fn open(path: &OsString) -> std::io::Result<(UnixDatagram, SocketAddr)> {
@@ -213,5 +227,78 @@ fn reasons(b: &Backend) -> String {
         String::new()
     } else {
         format!(" ({})", out.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::linux::net::SocketAddrExt;
+
+    fn receive(socket: &UnixDatagram) -> String {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("set timeout");
+        let mut buf = [0u8; 1024];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn notifies_a_path_socket() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind");
+        let n = Notifier::to(&path.clone().into_os_string());
+        n.ready("serving 1 listener;\nes: 3/3 servers up");
+        assert_eq!(
+            receive(&socket),
+            "READY=1\nSTATUS=serving 1 listener; es: 3/3 servers up"
+        );
+        n.reloading();
+        let m = receive(&socket);
+        assert!(m.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{m}");
+        let usec: u64 = m.lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+            .parse()
+            .unwrap();
+        assert!(
+            usec.abs_diff(monotonic_usec()) < 5_000_000,
+            "a CLOCK_MONOTONIC time: {usec}"
+        );
+        n.stopping("stopping");
+        assert_eq!(receive(&socket), "STOPPING=1\nSTATUS=stopping");
+        n.watchdog();
+        assert_eq!(receive(&socket), "WATCHDOG=1");
+    }
+
+    #[test]
+    fn notifies_an_abstract_socket() {
+        let name = format!("roundhouse-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+        let socket = UnixDatagram::bind_addr(&addr).expect("bind abstract");
+        Notifier::to(&format!("@{name}").into()).status("DOWN: es: no healthy server");
+        assert_eq!(receive(&socket), "STATUS=DOWN: es: no healthy server");
+    }
+
+    #[test]
+    fn without_a_socket_nothing_happens() {
+        Notifier { target: None }.ready("x");
+        Notifier::to(&"relative/path".into()).ready("x");
+    }
+
+    #[test]
+    fn watchdog_interval_is_half_and_only_for_us() {
+        assert_eq!(
+            watchdog_interval(Some("30000000"), None, 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            watchdog_interval(Some("30000000"), Some("7"), 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(watchdog_interval(Some("30000000"), Some("8"), 7), None);
+        assert_eq!(watchdog_interval(Some("0"), None, 7), None);
+        assert_eq!(watchdog_interval(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_interval(None, None, 7), None);
     }
 }

@@ -169,8 +169,10 @@ impl Control {
         if let Some(period) = watchdog {
             self.workers.start_heartbeats(period / 2);
         }
+        let period = watchdog.unwrap_or(Duration::from_secs(3600));
+        // The first ping is due one period after READY=1; workers beat twice per period.
         let mut watchdog_tick =
-            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut beats = self.workers.heartbeats();
         loop {
             tokio::select! {
@@ -265,7 +267,10 @@ impl Control {
             .filter(|k| !new.routes.contains_key(k))
             .copied()
             .collect();
-        let backends = new.backends.clone();
+        // New servers are checked before the swap, so a reload that replaces every server of a
+        // backend never leaves clients a moment with no server known to be up.
+        self.supervisor.apply(&new.backends);
+        first_round(&self.shared, &new.backends).await;
         self.shared.running.store(Arc::new(new));
         for (key, b) in fresh {
             let accepting = start_listener(b, key, &self.workers, &self.shared);
@@ -277,7 +282,6 @@ impl Control {
                 tracing::info!(bind = %key, "stopped listening; open connections continue");
             }
         }
-        self.supervisor.apply(&backends);
         running::forget_removed(&old, &self.shared.running.load(), &self.shared.metrics);
         Ok(())
     }

@@ -57,6 +57,7 @@ pub fn tally(names: &[String]) -> std::collections::BTreeMap<String, usize> {
 }
 
 /// A TCP server that echoes every byte back and closes its side after the client's FIN.
+/// It counts the connections that sent data (a tcp health check sends none).
 pub struct EchoServer {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
@@ -70,9 +71,22 @@ impl EchoServer {
         let count = connections.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::Relaxed);
+                let count = count.clone();
                 tokio::spawn(async move {
                     let (mut r, mut w) = stream.into_split();
+                    let mut first = [0u8; 1];
+                    match r.read(&mut first).await {
+                        Ok(1) => {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            if w.write_all(&first).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => {
+                            let _ = w.shutdown().await;
+                            return;
+                        }
+                    }
                     // copy until the client's FIN, then send ours: a half-close round trip
                     if tokio::io::copy(&mut r, &mut w).await.is_ok() {
                         let _ = w.shutdown().await;

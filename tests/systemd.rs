@@ -1,0 +1,304 @@
+//! The systemd unit under a real systemd: Debian bookworm booted in systemd-nspawn, with the
+//! binary, `systemd/roundhouse.service` and a config installed, and a probe script run inside.
+//! The fake Elasticsearch nodes run here on the host; the container shares its network.
+//!
+//! These need root and boot a container (the first run builds its root file system, a few
+//! minutes), so they are ignored by a plain `cargo test`. Run them with:
+//!
+//!     cargo test --test systemd -- --ignored --test-threads=1
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::process;
+use common::*;
+use roundhouse::config::ClusterStatus;
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/roundhouse.service");
+const RUN_UNIT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/systemd-box/run-unit"
+);
+
+/// What a probe printed, and the container's journal.
+struct Probe {
+    output: String,
+    journal: String,
+}
+
+impl Probe {
+    /// The value of a `key=value` line the probe printed (the last one if several).
+    fn value(&self, key: &str) -> String {
+        self.output
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("the probe printed no {key}=; output:\n{}", self.output))
+            .to_owned()
+    }
+}
+
+/// Boots the container with `config` installed as /etc/roundhouse/roundhouse.yaml and runs
+/// `script` (bash) inside it.
+async fn boot(config: &str, script: &str) -> Probe {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roundhouse.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let probe = dir.path().join("probe.sh");
+    std::fs::write(&probe, format!("#!/bin/bash\n{PROBE_HELPERS}\n{script}\n")).unwrap();
+    let out = dir.path().join("out");
+    let (cfg, probe, out2) = (cfg.clone(), probe.clone(), out.clone());
+    let result = tokio::task::spawn_blocking(move || run_unit(&cfg, &probe, &out2))
+        .await
+        .unwrap();
+    let journal = std::fs::read_to_string(out.join("journal.txt")).unwrap_or_default();
+    let output = result.unwrap_or_else(|e| panic!("run-unit failed: {e}\njournal:\n{journal}"));
+    Probe { output, journal }
+}
+
+fn run_unit(cfg: &Path, probe: &Path, out: &PathBuf) -> Result<String, String> {
+    std::fs::create_dir_all(out).unwrap();
+    let o = Command::new(RUN_UNIT)
+        .arg("--binary")
+        .arg(process::BIN)
+        .arg("--unit")
+        .arg(UNIT)
+        .arg("--file")
+        .arg(format!("{}:/etc/roundhouse/roundhouse.yaml", cfg.display()))
+        .arg("--probe")
+        .arg(probe)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .map_err(|e| format!("cannot run {RUN_UNIT}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !o.status.success() {
+        return Err(format!(
+            "{}\nstdout:\n{stdout}\nstderr:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(stdout)
+}
+
+/// Shell helpers available to every probe.
+const PROBE_HELPERS: &str = r#"
+show() { systemctl show -p "$1" --value roundhouse; }
+# waits (up to 10s) until the unit's StatusText contains $1
+await_status() { for _ in $(seq 100); do [[ "$(show StatusText)" == *"$1"* ]] && return 0; sleep 0.1; done; return 1; }
+"#;
+
+fn config(nodes: &[&FakeNode]) -> String {
+    let b = nodes
+        .iter()
+        .fold(Backend::new("es"), |b, n| b.server(n.name(), n.addr()));
+    ConfigBuilder::new()
+        .listener_at("es", "127.0.0.1:19280", "es", "")
+        .backend(b)
+        .yaml()
+        .replace("127.0.0.1:0", "127.0.0.1:19281")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn the_unit_passes_systemd_analyze_verify() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]),
+        "systemd-analyze verify /etc/systemd/system/roundhouse.service 2>&1; echo verify=$?",
+    )
+    .await;
+    assert_eq!(p.value("verify"), "0", "{}", p.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn start_reaches_active_with_a_human_status() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0], &nodes[1], &nodes[2]]),
+        r#"
+systemctl start roundhouse; echo start=$?
+echo active=$(systemctl is-active roundhouse)
+echo status=$(show StatusText)
+echo user=$(ps -o user= -p "$(show MainPID)")
+echo answer=$(curl -s 127.0.0.1:19280/ | head -c 200)
+systemctl status roundhouse --no-pager | sed 's/^/| /'
+"#,
+    )
+    .await;
+    assert_eq!(p.value("start"), "0", "{}", p.output);
+    assert_eq!(p.value("active"), "active");
+    assert_eq!(p.value("status"), "serving 1 listener; es: 3/3 servers up");
+    assert_ne!(p.value("user"), "root", "runs as its own unprivileged user");
+    assert!(p.value("answer").contains("\"name\":\"es-"), "{}", p.output);
+    assert!(
+        p.output.contains("| ")
+            && p.output
+                .contains("Status: \"serving 1 listener; es: 3/3 servers up\""),
+        "{}",
+        p.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn a_refused_config_says_why_and_is_not_restarted() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]).replace("enabled: true", "enabled: false"),
+        r#"
+systemctl start roundhouse; echo start=$?
+sleep 5   # RestartSec=2: a restart loop would have restarted it twice by now
+echo active=$(systemctl is-active roundhouse)
+echo restarts=$(show NRestarts)
+echo main_status=$(show ExecMainStatus)
+echo status=$(show StatusText)
+systemctl status roundhouse --no-pager | sed 's/^/| /'
+"#,
+    )
+    .await;
+    assert_ne!(p.value("start"), "0");
+    assert_eq!(p.value("active"), "failed");
+    assert_eq!(p.value("restarts"), "0", "{}", p.journal);
+    assert_eq!(p.value("main_status"), "78");
+    let why = "refusing to start: /etc/roundhouse/roundhouse.yaml has enabled: false — set enabled: true once it describes your cluster";
+    assert_eq!(p.value("status"), why);
+    assert!(
+        p.output.contains(&format!("Status: \"{why}\"")),
+        "{}",
+        p.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn reload_applies_a_good_file_and_reports_a_bad_one() {
+    let nodes = three_nodes().await;
+    let two = config(&[&nodes[0], &nodes[1]]);
+    let three = config(&[&nodes[0], &nodes[1], &nodes[2]]);
+    let bad = three.replace("rise: 2", "rise: 0");
+    let p = boot(
+        &two,
+        &format!(
+            r#"
+systemctl start roundhouse
+echo before=$(show StatusText)
+cat > /etc/roundhouse/roundhouse.yaml <<'YAML'
+{three}
+YAML
+systemctl reload roundhouse; echo good_reload=$?
+await_status "3/3"; echo after_good=$(show StatusText)
+cat > /etc/roundhouse/roundhouse.yaml <<'YAML'
+{bad}
+YAML
+systemctl reload roundhouse; echo bad_reload=$?
+echo active=$(systemctl is-active roundhouse)
+echo after_bad=$(show StatusText)
+# a SIGHUP that bypasses the check is rejected by the process itself, loudly
+kill -HUP "$(show MainPID)"
+await_status "reload rejected"; echo after_hup=$(show StatusText)
+journalctl -u roundhouse --no-pager -p err | sed 's/^/err| /'
+"#
+        ),
+    )
+    .await;
+    assert_eq!(p.value("before"), "serving 1 listener; es: 2/2 servers up");
+    assert_eq!(p.value("good_reload"), "0");
+    assert_eq!(
+        p.value("after_good"),
+        "serving 1 listener; es: 3/3 servers up"
+    );
+    assert_ne!(
+        p.value("bad_reload"),
+        "0",
+        "systemctl reload fails on a bad file"
+    );
+    assert_eq!(p.value("active"), "active");
+    assert_eq!(
+        p.value("after_bad"),
+        "serving 1 listener; es: 3/3 servers up"
+    );
+    let hup = p.value("after_hup");
+    assert!(hup.starts_with("reload rejected at "), "{hup}");
+    assert!(hup.contains("backends[0].health_check.rise: expected 1 to 100 consecutive checks, got 0; still serving config loaded at"), "{hup}");
+    assert!(
+        p.output.contains("err| ") && p.output.contains("backends[0].health_check.rise"),
+        "errors reach the journal at error priority:\n{}",
+        p.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn journal_priorities_let_operators_filter_warnings() {
+    let nodes = three_nodes().await;
+    nodes[2].set(|b| b.status = ClusterStatus::Red);
+    let p = boot(
+        &config(&[&nodes[0], &nodes[1], &nodes[2]]),
+        r#"
+systemctl start roundhouse
+echo status=$(show StatusText)
+journalctl -u roundhouse --no-pager -p warning -o cat | sed 's/^/warn| /'
+"#,
+    )
+    .await;
+    assert_eq!(
+        p.value("status"),
+        "DEGRADED: es: 2/3 servers up (es-3: cluster status red)"
+    );
+    let warnings: Vec<&str> = p
+        .output
+        .lines()
+        .filter(|l| l.starts_with("warn| "))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("server is down") && l.contains("cluster status red")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|l| l.contains("INFO")),
+        "info lines are not warnings: {warnings:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn the_watchdog_is_fed_and_stop_is_clean() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]),
+        r#"
+mkdir -p /etc/systemd/system/roundhouse.service.d
+printf '[Service]\nWatchdogSec=2s\n' > /etc/systemd/system/roundhouse.service.d/watchdog.conf
+systemctl daemon-reload
+systemctl start roundhouse
+first=$(show WatchdogTimestampMonotonic)
+sleep 5
+echo fed=$([[ "$(show WatchdogTimestampMonotonic)" != "$first" ]] && echo yes || echo no)
+echo active=$(systemctl is-active roundhouse)
+echo restarts=$(show NRestarts)
+systemctl stop roundhouse; echo stop=$?
+echo result=$(show Result)
+echo main_status=$(show ExecMainStatus)
+journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
+"#,
+    )
+    .await;
+    assert_eq!(p.value("fed"), "yes", "{}", p.journal);
+    assert_eq!(p.value("active"), "active");
+    assert_eq!(p.value("restarts"), "0");
+    assert_eq!(p.value("stop"), "0");
+    assert_eq!(p.value("result"), "success");
+    assert_eq!(p.value("main_status"), "0");
+    assert!(
+        p.output.contains("all connections finished"),
+        "{}",
+        p.output
+    );
+}
