@@ -4,7 +4,10 @@
 //! only a validated [`Config`] leaves this module, so the rest of the program never checks a value
 //! twice. Host names stay names here; they are resolved when a config is loaded into the runtime.
 
+mod address;
+mod backends;
 mod error;
+mod health_check;
 mod schema;
 mod summary;
 mod validate;
