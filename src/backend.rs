@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -64,17 +64,26 @@ pub struct ServerState {
     pub recheck: Notify,
     /// Tells the runtime that some server's state changed (for STATUS and backend gauges).
     changes: Arc<Notify>,
+    /// The state word last published and since when it holds.
+    published: Mutex<(&'static str, SystemTime)>,
 }
 
 impl ServerState {
-    pub fn new(key: ServerKey, metrics: ServerMetrics, changes: Arc<Notify>) -> ServerState {
+    /// A server not checked yet, in the operator's state `admin`.
+    pub fn new(
+        key: ServerKey,
+        metrics: ServerMetrics,
+        changes: Arc<Notify>,
+        admin: AdminState,
+    ) -> ServerState {
         let s = ServerState {
             key,
             health: Tracker::default(),
-            admin: AtomicU8::new(AdminState::Ready as u8),
+            admin: AtomicU8::new(admin as u8),
             metrics,
             recheck: Notify::new(),
             changes,
+            published: Mutex::new(("", SystemTime::now())),
         };
         s.publish_state();
         s
@@ -156,8 +165,25 @@ impl ServerState {
         Some(t)
     }
 
+    /// Since when the server is in its current state (up, down, drain or maint).
+    pub fn since(&self) -> SystemTime {
+        self.published
+            .lock()
+            .expect("published lock is never poisoned")
+            .1
+    }
+
     fn publish_state(&self) {
-        self.metrics.set_state(self.state_word());
+        let word = self.state_word();
+        let mut published = self
+            .published
+            .lock()
+            .expect("published lock is never poisoned");
+        if published.0 != word {
+            *published = (word, SystemTime::now());
+        }
+        drop(published);
+        self.metrics.set_state(word);
         self.changes.notify_one();
     }
 }

@@ -5,11 +5,13 @@
 //! relays bytes. [`config`] turns a YAML file into a checked configuration; [`runtime`] owns
 //! startup, reload and shutdown; [`metrics`] and [`notify`] report what happens.
 
+pub mod admin;
 pub mod backend;
 pub mod balancer;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

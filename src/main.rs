@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use roundhouse::admin::client::{self, Endpoint};
 use roundhouse::config::{self, DEFAULT_PATH};
 use roundhouse::runtime::{self, RunError};
 use roundhouse::{EXIT_CONFIG, EXIT_FAILURE, demo, logging};
@@ -16,6 +17,9 @@ Examples:
   roundhouse check --config /etc/roundhouse/roundhouse.yaml
   roundhouse run --config /etc/roundhouse/roundhouse.yaml
   kill -HUP $(pidof roundhouse)                    # reload the configuration
+  roundhouse status                                # every server: state, reason, connections, bytes
+  roundhouse drain es es-2 --wait                  # rolling restart: drain, wait for 0 connections,
+  roundhouse ready es es-2                         # ... restart the node, then put it back
 
 Exit codes: 0 success, 78 configuration not usable or not enabled, 1 any other failure.";
 
@@ -41,6 +45,42 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Show every server: state, since when, last check, connections and bytes.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the raw JSON of GET /status instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a server out of rotation: no new connections, open ones finish.
+    Drain {
+        /// The backend and the server, as named in the configuration.
+        backend: String,
+        server: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Wait until the server has no open connection (or the timeout passes).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits at most.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Take a server out for maintenance: out of rotation, health checks paused.
+    Maint {
+        backend: String,
+        server: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Put a drained or maintained server back in rotation (once its checks pass).
+    Ready {
+        backend: String,
+        server: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Start three stand-in Elasticsearch nodes on loopback with a balancer in front.
     Demo {
         /// Where the demo balancer listens.
@@ -50,6 +90,41 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:19901")]
         admin: SocketAddr,
     },
+}
+
+/// How the command-line tools reach a running roundhouse.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin endpoint (default: admin.bind of the configuration file, else 127.0.0.1:9901).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// The configuration file to read admin.bind and admin.token_file from.
+    #[arg(long, short, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    /// A file with the bearer token for changes (default: admin.token_file of the configuration).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn endpoint(&self) -> Result<Endpoint, String> {
+        let (bind, token_file) = config::admin_endpoint(&self.config).unwrap_or((None, None));
+        let addr = self
+            .admin
+            .or(bind)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
+        let token_file = self.token_file.clone().or(token_file.map(PathBuf::from));
+        let token = match token_file {
+            None => None,
+            Some(f) => Some(
+                std::fs::read_to_string(&f)
+                    .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+        };
+        Ok(Endpoint { addr, token })
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,6 +139,47 @@ fn main() -> ExitCode {
         Command::Demo { listen, admin } => {
             exit_code(demo::run(demo::DemoOptions { listen, admin }))
         }
+        Command::Status { admin, json } => with_endpoint(&admin, |ep| async move {
+            let status = ep.status().await?;
+            if json {
+                Ok(serde_json::to_string_pretty(&status).expect("JSON serializes"))
+            } else {
+                Ok(client::table(&status))
+            }
+        }),
+        Command::Drain {
+            backend,
+            server,
+            admin,
+            wait,
+            timeout,
+        } => with_endpoint(&admin, |ep| async move {
+            let changed = ep.change(&backend, &server, "drain").await?;
+            let mut out = describe_change(&changed);
+            if wait {
+                wait_drained(&ep, &backend, &server, timeout).await?;
+                out.push_str(&format!("\n{backend}/{server} has no open connection left"));
+            }
+            Ok(out)
+        }),
+        Command::Maint {
+            backend,
+            server,
+            admin,
+        } => with_endpoint(&admin, |ep| async move {
+            Ok(describe_change(
+                &ep.change(&backend, &server, "maint").await?,
+            ))
+        }),
+        Command::Ready {
+            backend,
+            server,
+            admin,
+        } => with_endpoint(&admin, |ep| async move {
+            Ok(describe_change(
+                &ep.change(&backend, &server, "ready").await?,
+            ))
+        }),
     };
     ExitCode::from(code as u8)
 }
@@ -114,5 +230,73 @@ fn check(path: &Path) -> i32 {
             }
             EXIT_CONFIG
         }
+    }
+}
+
+/// Runs a command-line tool against the admin endpoint; prints its output or its error.
+fn with_endpoint<F, Fut>(args: &AdminArgs, tool: F) -> i32
+where
+    F: FnOnce(Endpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let result = args.endpoint().and_then(|ep| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start an event loop: {e}"))?
+            .block_on(tool(ep))
+    });
+    match result {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            0
+        }
+        Err(e) => {
+            logging::print_error(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn describe_change(v: &serde_json::Value) -> String {
+    format!(
+        "{}/{}: {} (was {}); {} open connection(s)",
+        v["backend"].as_str().unwrap_or("?"),
+        v["server"].as_str().unwrap_or("?"),
+        v["admin_state"].as_str().unwrap_or("?"),
+        v["previous_admin_state"].as_str().unwrap_or("?"),
+        v["active_connections"]
+    )
+}
+
+/// Polls `/status` until the server has no open connection.
+async fn wait_drained(
+    ep: &Endpoint,
+    backend: &str,
+    server: &str,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let status = ep.status().await?;
+        let active = status["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["name"] == backend)
+            .flat_map(|b| b["servers"].as_array().into_iter().flatten())
+            .find(|s| s["name"] == server)
+            .and_then(|s| s["active_connections"].as_i64())
+            .ok_or_else(|| format!("{backend}/{server} is no longer in the configuration"))?;
+        if active == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{backend}/{server} still has {active} open connection(s) after {}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

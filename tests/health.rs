@@ -171,7 +171,7 @@ async fn refused_connection_fails_the_check_and_a_restarted_node_returns() {
     )
     .await;
     let addr = rh.listener("es").await;
-    drop(nodes.remove(1));
+    nodes.remove(1).stop().await;
     let status = rh.notify.wait_status(&["DEGRADED"], SOON).await;
     assert_eq!(
         status,

@@ -68,7 +68,7 @@ async fn connect_retry_skips_a_dead_server_the_checks_have_not_caught() {
     )
     .await;
     let addr = rh.listener("es").await;
-    drop(nodes.remove(1)); // es-2 stops listening
+    nodes.remove(1).stop().await; // es-2 stops listening
     let seen = names(addr, 12).await;
     assert!(!seen.contains(&"es-2".to_owned()), "{seen:?}");
     assert_eq!(seen.len(), 12, "every client was served");

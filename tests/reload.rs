@@ -72,7 +72,7 @@ async fn a_valid_reload_applies_new_servers() {
     rh.stderr.wait_for(&["configuration reloaded"], SOON).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_reload_keeps_the_old_config() {
     let nodes = three_nodes().await;
     let good = es_config(&[&nodes[0], &nodes[1], &nodes[2]]);
@@ -148,7 +148,7 @@ async fn an_unchanged_listener_keeps_its_socket() {
     let before = rh.listener("es").await;
     reload(&mut rh, &es_config(&[&nodes[1]]).yaml()).await;
     assert_eq!(
-        rh.stderr.count("listening"),
+        rh.stderr.count("listening listener=es"),
         1,
         "no second bind: {}",
         rh.stderr.text()

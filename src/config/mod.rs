@@ -9,6 +9,7 @@ mod backends;
 mod error;
 mod health_check;
 mod schema;
+mod secret;
 mod summary;
 mod validate;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, FieldPath};
+pub use secret::Secret;
 
 /// Where the packaged service looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/roundhouse/roundhouse.yaml";
@@ -32,6 +34,8 @@ pub struct Config {
     pub workers: usize,
     /// How long open connections may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Log one line per proxied connection at info.
+    pub access_log: bool,
     pub admin: AdminConfig,
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
@@ -48,6 +52,10 @@ impl Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
+    /// When set, changes (drain, maint, ready) need `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// Where the token was read from, for `check` and the CLI.
+    pub token_file: Option<String>,
 }
 
 /// One listening address and where its connections go.
@@ -227,3 +235,15 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
 }
 
 pub use summary::summary;
+
+/// Where a configuration file puts the admin endpoint, and its token file: read leniently (the
+/// rest of the file may be invalid or not enabled) for the command-line tools.
+pub fn admin_endpoint(file: &Path) -> Option<(Option<SocketAddr>, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Lenient {
+        admin: Option<schema::RawAdmin>,
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let admin = serde_yaml::from_str::<Lenient>(&text).ok()?.admin?;
+    Some((admin.bind.and_then(|b| b.parse().ok()), admin.token_file))
+}

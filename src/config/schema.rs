@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub enabled: Option<bool>,
     pub workers: Option<RawWorkers>,
     pub shutdown_grace: Option<HumaneDuration>,
+    pub access_log: Option<bool>,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
@@ -35,6 +36,7 @@ pub enum RawWorkers {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

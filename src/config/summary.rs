@@ -14,10 +14,19 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
     let _ = writeln!(s, "{}: configuration is valid", config.source.display());
     let _ = writeln!(
         s,
-        "workers: {}; shutdown grace: {}; admin: http://{}",
+        "workers: {}; shutdown grace: {}; access log: {}",
         config.workers,
         format_duration(config.shutdown_grace),
-        config.admin.bind
+        if config.access_log { "on" } else { "off" }
+    );
+    let _ = writeln!(
+        s,
+        "admin: http://{} ({})",
+        config.admin.bind,
+        match &config.admin.token_file {
+            Some(f) => format!("changes need the bearer token in {f}"),
+            None => "no token: anyone who can connect can drain servers".to_owned(),
+        }
     );
     let _ = writeln!(s, "listeners:");
     for l in &config.listeners {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::address::check_name;
 use super::error::{ConfigError, ConfigErrors, FieldPath};
-use super::schema::{RawConfig, RawListener, RawWorkers};
-use super::{AdminConfig, Config, ListenerConfig, Name};
+use super::schema::{RawAdmin, RawConfig, RawListener, RawWorkers};
+use super::{AdminConfig, Config, ListenerConfig, Name, Secret};
 
 const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9901";
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -108,14 +108,7 @@ impl Validator<'_> {
         }
         let workers = self.workers(raw.workers, &root.field("workers"));
         let shutdown_grace = raw.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0);
-        let admin_bind = raw
-            .admin
-            .and_then(|a| a.bind)
-            .unwrap_or_else(|| DEFAULT_ADMIN_BIND.to_owned());
-        let admin = self
-            .bind_addr(&admin_bind, &root.field("admin").field("bind"))
-            .map(|bind| AdminConfig { bind });
-
+        let admin = self.admin(raw.admin, &root.field("admin"));
         // Listeners are checked against the names as written, so a backend with an error of its
         // own does not also make every listener that uses it look wrong.
         let backend_names: Vec<String> =
@@ -136,9 +129,40 @@ impl Validator<'_> {
             source: self.file.to_owned(),
             workers: workers?,
             shutdown_grace,
+            access_log: raw.access_log.unwrap_or(false),
             admin: admin?,
             listeners,
             backends,
+        })
+    }
+
+    fn admin(&mut self, raw: Option<RawAdmin>, path: &FieldPath) -> Option<AdminConfig> {
+        let (bind, token_file) = raw.map_or((None, None), |a| (a.bind, a.token_file));
+        let bind = bind.unwrap_or_else(|| DEFAULT_ADMIN_BIND.to_owned());
+        let bind = self.bind_addr(&bind, &path.field("bind"))?;
+        let token = match &token_file {
+            None => None,
+            Some(f) => match Secret::read(f) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    self.err(&path.field("token_file"), why);
+                    return None;
+                }
+            },
+        };
+        if token.is_none() && !bind.ip().is_loopback() {
+            self.err(
+                &path.field("bind"),
+                format!(
+                    "{bind} is reachable from other hosts: set admin.token_file so that changes need a token, or bind 127.0.0.1"
+                ),
+            );
+            return None;
+        }
+        Some(AdminConfig {
+            bind,
+            token,
+            token_file,
         })
     }
 

@@ -48,6 +48,7 @@ pub struct FakeNode {
     behaviour: Arc<Mutex<Behaviour>>,
     health_requests: Arc<AtomicU64>,
     stop: CancellationToken,
+    accepting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FakeNode {
@@ -64,7 +65,7 @@ impl FakeNode {
     ) -> io::Result<FakeNode> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let node = FakeNode {
+        let mut node = FakeNode {
             name: name.to_owned(),
             addr,
             behaviour: Arc::new(Mutex::new(Behaviour {
@@ -75,6 +76,7 @@ impl FakeNode {
             })),
             health_requests: Arc::new(AtomicU64::new(0)),
             stop: CancellationToken::new(),
+            accepting: None,
         };
         let ctx = Ctx {
             name: node.name.clone(),
@@ -83,7 +85,7 @@ impl FakeNode {
             health_requests: node.health_requests.clone(),
             stop: node.stop.clone(),
         };
-        tokio::spawn(accept_loop(listener, ctx));
+        node.accepting = Some(tokio::spawn(accept_loop(listener, ctx)));
         Ok(node)
     }
 
@@ -108,6 +110,17 @@ impl FakeNode {
     /// How many health requests the node has received.
     pub fn health_requests(&self) -> u64 {
         self.health_requests.load(Ordering::Relaxed)
+    }
+}
+
+impl FakeNode {
+    /// Stops the node and returns once its port is closed (dropping it stops it too, but the
+    /// port closes a moment later).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.accepting.take() {
+            let _ = task.await;
+        }
     }
 }
 

@@ -3,18 +3,18 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
+use hyper::Method;
+use hyper::header::{ACCEPT, HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::elasticsearch;
 use super::state::{FailureKind, Observation};
 use crate::config::{CheckKind, HealthCheckConfig};
+use crate::http1;
 
 /// Health answers are small; anything larger is not one.
 const MAX_BODY: usize = 256 * 1024;
@@ -75,45 +75,13 @@ async fn attempt(target: &CheckTarget) -> elasticsearch::Verdict {
 /// One `GET` on a fresh connection; returns the status and the (bounded) body.
 async fn get(stream: TcpStream, host: &str, path: &str) -> Result<(u16, Bytes), String> {
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    let request = Request::get(path)
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::ACCEPT, "application/json")
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("roundhouse/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot build the request for {path:?}: {e}"))?;
-    let exchange = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("no HTTP answer: {e}"))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer failed: {e}"))?
-            .to_bytes();
-        Ok((status, body))
-    };
-    let mut exchange = pin!(exchange);
-    let mut conn = pin!(conn);
-    let mut conn_done = false;
-    // The connection future drives the I/O; the exchange finishes first unless the connection fails.
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut exchange => return r,
-            r = &mut conn, if !conn_done => {
-                conn_done = true;
-                r.map_err(|e| format!("HTTP connection failed: {e}"))?;
-            }
-        }
-    }
+    let host =
+        HeaderValue::from_str(host).map_err(|_| format!("{host:?} is not a valid Host header"))?;
+    let headers = [
+        (HOST, host),
+        (ACCEPT, HeaderValue::from_static("application/json")),
+    ];
+    http1::request(TokioIo::new(stream), Method::GET, path, &headers, MAX_BODY).await
 }
 
 /// A connect error as an operator would say it.

@@ -32,6 +32,9 @@ pub fn accept(client: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc
             .metrics
             .rejected(RejectReason::MaxConnections)
             .inc();
+        if route.access_log {
+            tracing::info!(target: "access", "{} {peer} -> {}/- rejected max_connections", listener.name, route.backend.name());
+        }
         return;
     }
     let route = route.clone();
@@ -49,6 +52,15 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: &Route) {
         Err(reason) => {
             route.listener.metrics.rejected(reason).inc();
             backend.state.no_server_warning(backend.name(), reason);
+            if route.access_log {
+                tracing::info!(
+                    target: "access",
+                    "{} {peer} -> {}/- rejected {}",
+                    route.listener.name,
+                    backend.name(),
+                    reason.as_str()
+                );
+            }
             return;
         }
     };
@@ -60,17 +72,32 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: &Route) {
     m.active.inc();
     let outcome = relay::relay(&client, &server_stream, backend.config.idle_timeout, m).await;
     m.active.dec();
-    tracing::debug!(
-        listener = %route.listener.name,
-        client = %peer,
-        backend = %backend.name(),
-        server = %server.config.name,
-        bytes_up = outcome.sent,
-        bytes_down = outcome.received,
-        duration_ms = started.elapsed().as_millis() as u64,
-        close = outcome.end.as_str(),
-        "connection closed"
-    );
+    let took = started.elapsed();
+    if route.access_log {
+        tracing::info!(
+            target: "access",
+            "{} {peer} -> {}/{} up={} down={} {:.1}ms {}",
+            route.listener.name,
+            backend.name(),
+            server.config.name,
+            outcome.sent,
+            outcome.received,
+            took.as_secs_f64() * 1000.0,
+            outcome.end.as_str()
+        );
+    } else {
+        tracing::debug!(
+            listener = %route.listener.name,
+            client = %peer,
+            backend = %backend.name(),
+            server = %server.config.name,
+            bytes_up = outcome.sent,
+            bytes_down = outcome.received,
+            duration_ms = took.as_millis() as u64,
+            close = outcome.end.as_str(),
+            "connection closed"
+        );
+    }
 }
 
 /// Connects to the next server in rotation, trying up to `retries` others when that fails.

@@ -11,7 +11,7 @@ mod workers;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,13 +19,14 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, Admin};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::health::{self, Health, Supervisor};
 use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier, Rejection};
 
-pub use running::{Prepared, Route, Running, Shared, prepare};
+pub use running::{LastReload, Prepared, Route, Running, Shared, prepare};
 use workers::Workers;
 
 /// Why `run` could not start or had to stop.
@@ -93,9 +94,9 @@ struct Control {
     shared: Arc<Shared>,
     workers: Workers,
     listeners: HashMap<SocketAddr, Accepting>,
+    admin: Admin,
     supervisor: Supervisor,
     notifier: Notifier,
-    rejection: Option<Rejection>,
     status: String,
 }
 
@@ -128,6 +129,17 @@ impl Control {
                 }
             }
         }
+        let admin_socket = match admin::bind(prepared.config.admin.bind) {
+            Ok(l) => l,
+            Err(e) => {
+                let e = RunError::Startup(format!(
+                    "cannot bind the admin endpoint on {}: {e}",
+                    prepared.config.admin.bind
+                ));
+                workers.stop();
+                return Err((notifier, e));
+            }
+        };
         let locals = bound.iter().map(|(k, b)| (*k, b.local)).collect();
         let metrics = Metrics::new();
         metrics.init_reloads();
@@ -139,7 +151,19 @@ impl Control {
             tracker: TaskTracker::new(),
             metrics,
             changes,
+            last_reload: Mutex::new(LastReload {
+                at: SystemTime::now(),
+                rejection: None,
+            }),
         });
+        let admin = match admin::start(admin_socket, shared.clone()) {
+            Ok(a) => a,
+            Err(e) => {
+                workers.stop();
+                let e = RunError::Startup(format!("cannot serve the admin endpoint: {e}"));
+                return Err((notifier, e));
+            }
+        };
         let mut supervisor = Supervisor::default();
         let backends = shared.running.load().backends.clone();
         supervisor.apply(&backends);
@@ -153,9 +177,9 @@ impl Control {
             shared,
             workers,
             listeners,
+            admin,
             supervisor,
             notifier,
-            rejection: None,
             status: String::new(),
         };
         let status = control.refresh_status();
@@ -204,7 +228,10 @@ impl Control {
         tracing::info!(config = %self.path.display(), "reloading configuration");
         match self.try_reload().await {
             Ok(()) => {
-                self.rejection = None;
+                *self.shared.last_reload.lock().expect("reload record lock") = LastReload {
+                    at: SystemTime::now(),
+                    rejection: None,
+                };
                 self.shared.metrics.reload(true);
                 tracing::info!(config = %self.path.display(), "configuration reloaded");
             }
@@ -215,10 +242,14 @@ impl Control {
                         "reload rejected, still serving the previous configuration: {e}"
                     );
                 }
-                self.rejection = Some(Rejection {
-                    at: SystemTime::now(),
-                    reason: errors.summary(),
-                });
+                let now = SystemTime::now();
+                *self.shared.last_reload.lock().expect("reload record lock") = LastReload {
+                    at: now,
+                    rejection: Some(Rejection {
+                        at: now,
+                        reason: errors.summary(),
+                    }),
+                };
             }
         }
         let status = self.refresh_status();
@@ -250,6 +281,19 @@ impl Control {
             })?;
             fresh.insert(l.bind, b);
         }
+        let old_admin = self.shared.running.load().config.admin.bind;
+        let new_admin = prepared.config.admin.bind;
+        let admin_socket = if new_admin == old_admin {
+            None
+        } else {
+            Some(admin::bind(new_admin).map_err(|e| {
+                ConfigErrors(vec![ConfigError::Invalid {
+                    file: self.path.clone(),
+                    path: "admin.bind".into(),
+                    message: format!("cannot bind {new_admin}: {e}"),
+                }])
+            })?)
+        };
         let mut locals: HashMap<SocketAddr, SocketAddr> =
             self.listeners.iter().map(|(k, a)| (*k, a.local)).collect();
         locals.extend(fresh.iter().map(|(k, b)| (*k, b.local)));
@@ -276,6 +320,14 @@ impl Control {
             let accepting = start_listener(b, key, &self.workers, &self.shared);
             self.listeners.insert(key, accepting);
         }
+        if let Some(socket) = admin_socket {
+            match admin::start(socket, self.shared.clone()) {
+                Ok(a) => self.admin = a,
+                Err(e) => {
+                    tracing::error!(bind = %new_admin, error = %e, "cannot serve the admin endpoint at its new address; it stays where it was")
+                }
+            }
+        }
         for key in removed {
             if let Some(a) = self.listeners.remove(&key) {
                 a.stop();
@@ -296,7 +348,12 @@ impl Control {
             running.routes.len(),
             &running.backends,
             running.loaded_at,
-            self.rejection.as_ref(),
+            self.shared
+                .last_reload
+                .lock()
+                .expect("reload record lock")
+                .rejection
+                .as_ref(),
         );
         if status != self.status {
             self.notifier.status(&status);

@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, BackendState, Server, ServerKey, ServerState};
+use crate::backend::{AdminState, Backend, BackendState, Server, ServerKey, ServerState};
 use crate::config::{self, Config, ConfigError, ConfigErrors, FieldPath, Name};
 use crate::listener::ListenerState;
-use crate::metrics::{Metrics, ServerMetrics};
+use crate::metrics::Metrics;
+use crate::notify::Rejection;
 
 /// How long a host name may take to resolve at (re)load.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +37,8 @@ pub struct Route {
     pub max_connections: Option<usize>,
     /// The address actually bound.
     pub local: SocketAddr,
+    /// Whether to log every connection at info.
+    pub access_log: bool,
 }
 
 /// What every part of the process shares: the current snapshot and process-wide handles.
@@ -46,6 +49,15 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Signalled when any server changes state.
     pub changes: Arc<Notify>,
+    /// The outcome of the last (re)load.
+    pub last_reload: Mutex<LastReload>,
+}
+
+/// When the configuration was last (re)loaded, and why it was rejected if it was.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    pub at: SystemTime,
+    pub rejection: Option<Rejection>,
 }
 
 /// A validated configuration whose server names have been resolved.
@@ -131,7 +143,7 @@ pub fn build(
 ) -> Running {
     let Prepared { config, addrs } = prepared;
     let mut old_servers: HashMap<&ServerKey, &Arc<ServerState>> = HashMap::new();
-    let mut old_server_metrics: HashMap<(&str, &str), &ServerMetrics> = HashMap::new();
+    let mut old_by_name: HashMap<(&str, &str), &Arc<ServerState>> = HashMap::new();
     let mut old_backends: HashMap<&str, &Arc<BackendState>> = HashMap::new();
     let mut old_listeners: HashMap<&str, &Arc<ListenerState>> = HashMap::new();
     if let Some(p) = previous {
@@ -139,10 +151,7 @@ pub fn build(
             old_backends.insert(b.name(), &b.state);
             for s in &b.servers {
                 old_servers.insert(&s.state.key, &s.state);
-                old_server_metrics.insert(
-                    (&s.state.key.backend, &s.state.key.server),
-                    &s.state.metrics,
-                );
+                old_by_name.insert((&s.state.key.backend, &s.state.key.server), &s.state);
             }
         }
         for r in p.routes.values() {
@@ -168,12 +177,14 @@ pub fn build(
                 let state = match old_servers.get(&key) {
                     Some(st) => Arc::clone(st),
                     None => {
-                        // Same name at a new address: a new server to check, but its counters go on.
-                        let m = old_server_metrics
-                            .get(&(&*b.name, &*s.name))
-                            .map(|m| (*m).clone())
+                        // Same name at a new address: a new server to check, but its counters
+                        // go on and what the operator asked of it (drain, maint) still holds.
+                        let old = old_by_name.get(&(&*b.name, &*s.name));
+                        let m = old
+                            .map(|o| o.metrics.clone())
                             .unwrap_or_else(|| metrics.server(&b.name, &s.name));
-                        Arc::new(ServerState::new(key, m, changes.clone()))
+                        let admin = old.map_or(AdminState::Ready, |o| o.admin());
+                        Arc::new(ServerState::new(key, m, changes.clone(), admin))
                     }
                 };
                 Server {
@@ -208,6 +219,7 @@ pub fn build(
                 backend,
                 max_connections: l.max_connections,
                 local: locals.get(&l.bind).copied().unwrap_or(l.bind),
+                access_log: config.access_log,
             },
         );
     }

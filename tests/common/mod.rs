@@ -6,11 +6,13 @@
 pub mod config;
 pub mod net;
 pub mod process;
+pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
 pub use net::{EchoServer, http_get, names, node_name, tally};
 pub use process::{Roundhouse, run_cli};
 pub use roundhouse::demo::{FakeNode, Mode};
+pub use scrape::Scrape;
 
 use std::time::Duration;
 

@@ -240,6 +240,15 @@ impl Roundhouse {
             .expect("listening line has addr")
     }
 
+    /// The address the admin endpoint actually bound.
+    pub async fn admin(&self) -> SocketAddr {
+        let line = self
+            .stderr
+            .wait_for(&["admin endpoint listening"], Duration::from_secs(5))
+            .await;
+        field(&line, "addr").parse().expect("admin line has addr")
+    }
+
     /// Replaces the config file (for a reload).
     pub fn write_config(&self, yaml: &str) {
         std::fs::write(&self.config, yaml).expect("write config");

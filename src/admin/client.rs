@@ -1,0 +1,205 @@
+//! The command-line side of the admin endpoint: `roundhouse status` and
+//! `roundhouse drain|maint|ready BACKEND SERVER`.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, HOST, HeaderValue};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::http1;
+
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the admin endpoint is, and the token for changes.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    async fn call(&self, method: Method, path: &str) -> Result<Value, String> {
+        let io = tokio::time::timeout(TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| {
+                format!(
+                    "no connection to the admin endpoint {} within 10s",
+                    self.addr
+                )
+            })?
+            .map_err(|e| {
+                format!(
+                    "cannot reach the admin endpoint {}: {e} (is roundhouse running? see --admin)",
+                    self.addr
+                )
+            })?;
+        let mut headers = vec![(
+            HOST,
+            HeaderValue::from_str(&self.addr.to_string()).expect("an address is a valid header"),
+        )];
+        if let Some(t) = &self.token {
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+            headers.push((AUTHORIZATION, v));
+        }
+        let (status, body) = tokio::time::timeout(
+            TIMEOUT,
+            http1::request(TokioIo::new(io), method, path, &headers, MAX_ANSWER),
+        )
+        .await
+        .map_err(|_| format!("no answer from the admin endpoint {} within 10s", self.addr))??;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "the admin endpoint answered HTTP {status} with something that is not JSON ({e})"
+            )
+        })?;
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "HTTP {status}: {}",
+                v["error"].as_str().unwrap_or("(no reason given)")
+            ))
+        }
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Value, String> {
+        self.call(Method::GET, "/status").await
+    }
+
+    /// `POST /servers/{backend}/{server}/{action}`.
+    pub async fn change(&self, backend: &str, server: &str, action: &str) -> Result<Value, String> {
+        let path = format!(
+            "/servers/{}/{}/{action}",
+            percent_encode(backend),
+            percent_encode(server)
+        );
+        self.call(Method::POST, &path).await
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The servers of a `/status` document as a table, like haproxy's `show stat`.
+/// BYTES IN are from clients to the server, BYTES OUT from the server to clients.
+pub fn table(status: &Value) -> String {
+    let now = SystemTime::now();
+    let mut rows = vec![
+        [
+            "BACKEND",
+            "SERVER",
+            "STATE",
+            "SINCE",
+            "LAST CHECK",
+            "ACTIVE",
+            "TOTAL",
+            "BYTES IN",
+            "BYTES OUT",
+        ]
+        .map(String::from),
+    ];
+    for b in status["backends"].as_array().into_iter().flatten() {
+        for s in b["servers"].as_array().into_iter().flatten() {
+            let since = s["since"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .and_then(|t| now.duration_since(t).ok())
+                .map(|d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string())
+                .unwrap_or_default();
+            rows.push([
+                text(&b["name"]),
+                text(&s["name"]),
+                text(&s["state"]),
+                since,
+                last_check(s),
+                text(&s["active_connections"]),
+                text(&s["connections_total"]),
+                bytes(&s["sent_bytes_total"]),
+                bytes(&s["received_bytes_total"]),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    if let Some(reason) = status["last_reload"]["reason"].as_str() {
+        let _ = writeln!(out, "\nlast reload was rejected: {reason}");
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn last_check(s: &Value) -> String {
+    let c = &s["last_check"];
+    if c.is_null() {
+        return "not checked yet".into();
+    }
+    if c["passed"].as_bool() == Some(true) {
+        let es = &s["elasticsearch"];
+        return match (es["status"].as_str(), es["number_of_nodes"].as_u64()) {
+            (Some(colour), Some(n)) => format!("ok ({colour}, {n} nodes)"),
+            _ => "ok".into(),
+        };
+    }
+    text(&c["reason"])
+}
+
+fn bytes(v: &Value) -> String {
+    let n = v.as_u64().unwrap_or(0) as f64;
+    match n {
+        n if n >= 1024.0 * 1024.0 * 1024.0 => format!("{:.1} GiB", n / (1024.0 * 1024.0 * 1024.0)),
+        n if n >= 1024.0 * 1024.0 => format!("{:.1} MiB", n / (1024.0 * 1024.0)),
+        n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_encoded_for_the_path() {
+        assert_eq!(percent_encode("es-1"), "es-1");
+        assert_eq!(percent_encode("[::1]:9200"), "%5B::1%5D:9200");
+        assert_eq!(percent_encode("10.0.0.1:9200"), "10.0.0.1:9200");
+    }
+
+    #[test]
+    fn byte_counts_are_human() {
+        assert_eq!(bytes(&Value::from(512)), "512 B");
+        assert_eq!(bytes(&Value::from(3 * 1024 * 1024)), "3.0 MiB");
+    }
+}

@@ -1,0 +1,100 @@
+//! The `/status` document: the configuration in force, the last reload, and every listener,
+//! backend and server with its state, the reason for it and its counters.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::backend::Server;
+use crate::runtime::Shared;
+
+/// RFC 3339 in UTC, to the second.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Builds the whole document.
+pub fn status(shared: &Shared) -> Value {
+    let running = shared.running.load();
+    let reload = shared
+        .last_reload
+        .lock()
+        .expect("reload record lock")
+        .clone();
+    let mut listeners: Vec<Value> = running
+        .routes
+        .iter()
+        .map(|(bind, r)| {
+            json!({
+                "name": &*r.listener.name,
+                "bind": bind.to_string(),
+                "address": r.local.to_string(),
+                "backend": &**r.backend.name(),
+                "max_connections": r.max_connections,
+                "active_connections": r.listener.metrics.active.get(),
+                "connections_total": r.listener.metrics.connections.get(),
+            })
+        })
+        .collect();
+    listeners.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let backends: Vec<Value> = running
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "name": &**b.name(),
+                "servers_up": b.servers_up(),
+                "servers_total": b.servers.len(),
+                "servers": b.servers.iter().map(server).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": {
+            "file": running.config.source.display().to_string(),
+            "loaded_at": timestamp(running.loaded_at),
+        },
+        "last_reload": {
+            "at": timestamp(reload.at),
+            "result": if reload.rejection.is_some() { "failure" } else { "success" },
+            "reason": reload.rejection.as_ref().map(|r| r.reason.clone()),
+        },
+        "listeners": listeners,
+        "backends": backends,
+    })
+}
+
+fn server(s: &Server) -> Value {
+    let st = &s.state;
+    let h = st.health.view();
+    let m = &st.metrics;
+    json!({
+        "name": &*s.config.name,
+        "address": s.config.address.to_string(),
+        "resolved": s.addr.to_string(),
+        "weight": s.config.weight,
+        "state": st.state_word(),
+        "since": timestamp(st.since()),
+        "health": h.health,
+        "health_since": timestamp(h.since),
+        "admin_state": st.admin().as_str(),
+        "reason": h.reason,
+        "last_check": h.last_check.map(|c| json!({
+            "at": timestamp(c.at),
+            "passed": c.passed,
+            "duration_ms": c.duration_ms,
+            "reason": c.reason,
+        })),
+        "elasticsearch": h.cluster.map(|c| json!({
+            "cluster_name": c.cluster_name,
+            "status": c.status.map(|s| s.as_str()),
+            "number_of_nodes": c.number_of_nodes,
+        })),
+        "active_connections": m.active.get(),
+        "connections_total": m.connections.get(),
+        "connect_failures_total": m.connect_failures.get(),
+        "sent_bytes_total": m.sent.get(),
+        "received_bytes_total": m.received.get(),
+    })
+}

@@ -1,0 +1,65 @@
+//! One HTTP/1.1 request on a fresh connection: what the health checks and the admin CLI need.
+//! Generic over the stream, so a check can speak it over TCP or TLS alike.
+
+use std::pin::pin;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::rt::{Read, Write};
+
+/// Sends `method path` with `headers` over `io` and reads the answer, at most `max_body` bytes
+/// of it. Returns the status code and the body.
+pub async fn request<T>(
+    io: T,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    max_body: usize,
+) -> Result<(u16, Bytes), String>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let mut builder = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(k, v);
+    }
+    let request = builder
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("roundhouse/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("cannot build the request for {path:?}: {e}"))?;
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("no HTTP answer: {e}"))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    let mut exchange = pin!(exchange);
+    let mut conn = pin!(conn);
+    let mut conn_done = false;
+    // The connection future drives the I/O; the exchange finishes first unless the connection fails.
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut exchange => return r,
+            r = &mut conn, if !conn_done => {
+                conn_done = true;
+                r.map_err(|e| format!("HTTP connection failed: {e}"))?;
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Reads the admin endpoint: `/metrics` parsed into samples, `/status` as JSON.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::common::net::http_get;
+
+/// One scrape of `/metrics`: `name{label="value",...}` -> value.
+pub struct Scrape {
+    pub text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    pub async fn from(admin: SocketAddr) -> Scrape {
+        let (code, text) = http_get(admin, "/metrics").await.expect("GET /metrics");
+        assert_eq!(code, 200, "{text}");
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect();
+        Scrape { text, samples }
+    }
+
+    /// The value of a sample, by name and labels (in any order); panics if absent.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{}", self.text))
+    }
+
+    /// The value of a sample, if present.
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples.iter().find_map(|(k, v)| {
+            let (n, rest) = k.split_once('{').unwrap_or((k, "}"));
+            let have: Vec<&str> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .collect();
+            let want: Vec<String> = labels.iter().map(|(l, v)| format!("{l}=\"{v}\"")).collect();
+            (n == name
+                && have.len() == want.len()
+                && want.iter().all(|w| have.contains(&w.as_str())))
+            .then_some(*v)
+        })
+    }
+}
+
+/// `GET /status` as JSON.
+pub async fn status(admin: SocketAddr) -> serde_json::Value {
+    let (code, body) = http_get(admin, "/status").await.expect("GET /status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON status")
+}
+
+/// The `/status` entry of one server.
+pub fn server<'a>(
+    status: &'a serde_json::Value,
+    backend: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == backend)
+        .and_then(|b| {
+            b["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("no server {backend}/{name} in {status:#}"))
+}
