@@ -5,14 +5,14 @@
 //! over to the new backend whenever the server keeps its backend, name and address.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
 use crate::balancer::RoundRobin;
-use crate::config::{BackendConfig, Name, ServerConfig};
+use crate::config::{BackendConfig, Name, ServerConfig, WhenAllUnhealthy};
 use crate::health::{Health, Observation, Tracker, Transition};
 use crate::metrics::{BackendMetrics, RejectReason, ServerMetrics};
 
@@ -112,6 +112,12 @@ impl ServerState {
         self.health.health() == Health::Up && self.admin() == AdminState::Ready
     }
 
+    /// True when the server may receive connections while its backend fails open: it is down
+    /// only because of the cluster colour, and nobody drained it.
+    pub fn fail_open_eligible(&self) -> bool {
+        self.admin() == AdminState::Ready && self.health.down_on_colour_only()
+    }
+
     /// The single word used in metrics and status: up, down, drain or maint.
     pub fn state_word(&self) -> &'static str {
         match (self.admin(), self.health.health()) {
@@ -200,6 +206,8 @@ pub struct Server {
 pub struct BackendState {
     pub metrics: BackendMetrics,
     warnings: Mutex<WarningThrottle>,
+    /// Whether the backend was failing open when last looked at (to log changes once).
+    failing_open: AtomicBool,
 }
 
 /// Clients closed for lack of a server are logged at most once a second, with a count.
@@ -214,7 +222,14 @@ impl BackendState {
         BackendState {
             metrics,
             warnings: Mutex::default(),
+            failing_open: AtomicBool::new(false),
         }
+    }
+
+    /// Records whether the backend fails open now; returns whether it did before.
+    pub fn set_failing_open(&self, now: bool) -> bool {
+        self.metrics.fail_open.set(i64::from(now));
+        self.failing_open.swap(now, Ordering::Relaxed)
     }
 
     /// Logs that a client was closed because no server could take it (throttled).
@@ -269,10 +284,32 @@ impl Backend {
         &self.config.name
     }
 
-    /// The next server in rotation that `skip` does not exclude.
+    /// The next server in rotation that `skip` does not exclude. When no server is in
+    /// rotation and the backend fails open, the next server whose only failure is the colour.
     pub fn pick(&self, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let picked = self
+            .balancer
+            .pick(|i| !skip(i) && self.servers[i].state.in_rotation());
+        if picked.is_some()
+            || self.config.when_all_unhealthy != WhenAllUnhealthy::FailOpen
+            || self.servers_up() > 0
+        {
+            return picked;
+        }
         self.balancer
-            .pick(|i| !skip(i) && self.servers[i].state.in_rotation())
+            .pick(|i| !skip(i) && self.servers[i].state.fail_open_eligible())
+    }
+
+    /// The servers the backend sends traffic to although they fail their check: empty unless no
+    /// server is up and the backend fails open to those whose only failure is the colour.
+    pub fn failing_open_to(&self) -> Vec<&Server> {
+        if self.config.when_all_unhealthy != WhenAllUnhealthy::FailOpen || self.servers_up() > 0 {
+            return Vec::new();
+        }
+        self.servers
+            .iter()
+            .filter(|s| s.state.fail_open_eligible())
+            .collect()
     }
 
     /// How many servers are in rotation.

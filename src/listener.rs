@@ -107,12 +107,17 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
 pub struct Accepting {
     pub local: SocketAddr,
     stop: CancellationToken,
+    loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Accepting {
-    /// Stops accepting and closes the listening sockets; open connections are not touched.
-    pub fn stop(&self) {
+    /// Stops accepting and returns once every listening socket is closed; open connections
+    /// are not touched.
+    pub async fn close(mut self) {
         self.stop.cancel();
+        for l in self.loops.drain(..) {
+            let _ = l.await;
+        }
     }
 }
 
@@ -125,19 +130,21 @@ impl Drop for Accepting {
 /// Starts one accept loop per worker for the listener configured at `key`.
 pub fn start(bound: Bound, key: SocketAddr, workers: &[Handle], shared: &Arc<Shared>) -> Accepting {
     let stop = CancellationToken::new();
+    let mut loops = Vec::new();
     for (socket, worker) in bound.sockets.into_iter().zip(workers.iter().cycle()) {
         let shared = shared.clone();
         let stop = stop.clone();
-        worker.spawn(async move {
+        loops.push(worker.spawn(async move {
             match TcpListener::from_std(socket) {
                 Ok(listener) => accept_loop(listener, key, shared, stop).await,
                 Err(e) => tracing::error!(bind = %key, error = %e, "cannot start accepting"),
             }
-        });
+        }));
     }
     Accepting {
         local: bound.local,
         stop,
+        loops,
     }
 }
 

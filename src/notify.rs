@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, SystemTime};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Server};
 use crate::health::Health;
 
 /// A connection to systemd's notification socket, if there is one.
@@ -168,7 +168,16 @@ pub fn status_line(
     for b in backends {
         let total = b.servers.len();
         let up = b.servers_up();
-        if up == 0 {
+        let open_to = b.failing_open_to();
+        if !open_to.is_empty() {
+            worst = worst.max(1);
+            parts.push(format!(
+                "{}: 0/{total} healthy, FAIL-OPEN to {} reachable ({})",
+                b.name(),
+                open_to.len(),
+                fail_open_reasons(b, &open_to)
+            ));
+        } else if up == 0 {
             worst = 2;
             parts.push(format!("{}: no healthy server{}", b.name(), reasons(b)));
         } else if up < total {
@@ -208,25 +217,49 @@ fn reasons(b: &Backend) -> String {
         .servers
         .iter()
         .filter(|s| !s.state.in_rotation())
-        .map(|s| {
-            let why = match s.state.state_word() {
-                "drain" => "draining".to_owned(),
-                "maint" => "in maintenance".to_owned(),
-                _ if s.state.health.health() == Health::Unknown => "not checked yet".to_owned(),
-                _ => s
-                    .state
-                    .health
-                    .view()
-                    .reason
-                    .unwrap_or_else(|| "down".to_owned()),
-            };
-            format!("{}: {why}", s.config.name)
-        })
+        .map(|s| format!("{}: {}", s.config.name, why_out(s)))
         .collect();
     if out.is_empty() {
         String::new()
     } else {
         format!(" ({})", out.join("; "))
+    }
+}
+
+/// `cluster status red; es-3 excluded: timed out after 1s`: why the servers that get traffic
+/// failed (their colour), then each server kept out even so, with its reason.
+pub fn fail_open_reasons(b: &Backend, open_to: &[&Server]) -> String {
+    let mut colours: Vec<String> = Vec::new();
+    for s in open_to {
+        let why = why_out(s);
+        if !colours.contains(&why) {
+            colours.push(why);
+        }
+    }
+    let excluded = b
+        .servers
+        .iter()
+        .filter(|s| !open_to.iter().any(|o| std::ptr::eq(*o, *s)))
+        .map(|s| format!("{} excluded: {}", s.config.name, why_out(s)));
+    colours
+        .into_iter()
+        .chain(excluded)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a server is out of rotation, in a few words.
+fn why_out(s: &Server) -> String {
+    match s.state.state_word() {
+        "drain" => "draining".to_owned(),
+        "maint" => "in maintenance".to_owned(),
+        _ if s.state.health.health() == Health::Unknown => "not checked yet".to_owned(),
+        _ => s
+            .state
+            .health
+            .view()
+            .reason
+            .unwrap_or_else(|| "down".to_owned()),
     }
 }
 

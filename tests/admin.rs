@@ -32,10 +32,9 @@ async fn raw(admin: SocketAddr, request: &str) -> (u16, String) {
 }
 
 async fn post(admin: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    raw(admin, &format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")).await
+    http_post(admin, path, token)
+        .await
+        .expect("POST to the admin endpoint")
 }
 
 #[tokio::test]

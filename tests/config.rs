@@ -188,8 +188,8 @@ fn check_prints_the_effective_configuration() {
     for needle in [
         "configuration is valid",
         "es           127.0.0.1:0            -> backend es (no connection limit)",
-        "connect timeout 2s, idle timeout 5m, 2 retries",
-        "health check: elasticsearch GET /_cluster/health expects status green|yellow; every 100ms, timeout 100ms, rise 2, fall 2",
+        "connect timeout 2s, idle timeout 5m, 2 retries, when all unhealthy: fail_open",
+        "health check: elasticsearch GET /_cluster/health?local=true expects status green|yellow; every 100ms, timeout 100ms, rise 2, fall 2",
         "server es-1",
         "-> 127.0.0.1:9200",
     ] {

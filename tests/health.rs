@@ -134,16 +134,42 @@ async fn node_stuck_in_discovery_times_out() {
 }
 
 #[tokio::test]
-async fn node_without_master_answers_503() {
+async fn node_without_master_is_out_by_its_local_answer() {
     let nodes = three_nodes().await;
     leaves_and_returns(
         es_backend(&nodes),
         &nodes,
         |b| b.mode = Mode::NoMaster,
         |b| b.mode = Mode::Normal,
+        "has not discovered a master (stuck in discovery?)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn node_without_master_answers_503_to_a_cluster_wide_check() {
+    let nodes = three_nodes().await;
+    leaves_and_returns(
+        es_backend(&nodes).check("path", "/_cluster/health"),
+        &nodes,
+        |b| b.mode = Mode::NoMaster,
+        |b| b.mode = Mode::Normal,
         "HTTP 503: master_not_discovered_exception",
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_default_check_asks_for_the_nodes_own_view() {
+    let nodes = three_nodes().await;
+    let _rh = Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(es_backend(&nodes))
+            .yaml(),
+    )
+    .await;
+    assert_eq!(nodes[0].last_health_query().as_deref(), Some("local=true"));
 }
 
 #[tokio::test]
@@ -190,13 +216,9 @@ async fn refused_connection_fails_the_check_and_a_restarted_node_returns() {
 #[tokio::test]
 async fn all_nodes_down_is_reported_as_down() {
     let nodes = three_nodes().await;
-    let mut rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let backend = es_backend(&nodes).with("when_all_unhealthy", "fail_closed");
+    let config = ConfigBuilder::new().listener("es", "es").backend(backend);
+    let mut rh = Roundhouse::start(&config.yaml()).await;
     for n in &nodes {
         n.set(|b| b.status = ClusterStatus::Red);
     }

@@ -232,8 +232,8 @@ async fn refused_clients_are_counted_by_reason() {
         n.set(|b| b.status = ClusterStatus::Red);
     }
     let config = ConfigBuilder::new()
-        .listener_at("es", "127.0.0.1:0", "es", ", max_connections: 1")
-        .backend(es_backend(&nodes));
+        .listener("es", "es")
+        .backend(es_backend(&nodes).with("when_all_unhealthy", "fail_closed"));
     let rh = Roundhouse::start(&config.yaml()).await;
     let (addr, admin) = (rh.listener("es").await, rh.admin().await);
     for _ in 0..4 {
@@ -259,6 +259,45 @@ async fn refused_clients_are_counted_by_reason() {
             &[("listener", "es"), ("reason", "max_connections")]
         ),
         0.0
+    );
+}
+
+#[tokio::test]
+async fn clients_beyond_max_connections_are_counted() {
+    let echo = EchoServer::start().await;
+    let backend = Backend::new("echo")
+        .server("echo-1", echo.addr)
+        .check("type", "tcp");
+    let config = ConfigBuilder::new()
+        .listener_at("echo", "127.0.0.1:0", "echo", ", max_connections: 1")
+        .backend(backend);
+    let rh = Roundhouse::start(&config.yaml()).await;
+    let (addr, admin) = (rh.listener("echo").await, rh.admin().await);
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(b"x").await.unwrap();
+    held.read_exact(&mut [0u8; 1]).await.unwrap();
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    let n = refused.read(&mut [0u8; 1]).await;
+    assert!(matches!(n, Ok(0) | Err(_)));
+    let m = Scrape::from(admin).await;
+    let l = [("listener", "echo"), ("reason", "max_connections")];
+    assert_eq!(
+        m.get("roundhouse_listener_rejected_connections_total", &l),
+        1.0
+    );
+    assert_eq!(
+        m.get(
+            "roundhouse_listener_connections_total",
+            &[("listener", "echo")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.get(
+            "roundhouse_listener_active_connections",
+            &[("listener", "echo")]
+        ),
+        1.0
     );
 }
 

@@ -195,11 +195,14 @@ fn set_state(shared: &Shared, backend: &str, server: &str, action: &str) -> Resp
 
 fn healthz(shared: &Shared) -> Response<Full<Bytes>> {
     let running = shared.running.load();
-    let down: Vec<&str> = running
+    let down: Vec<String> = running
         .backends
         .iter()
         .filter(|b| b.servers_up() == 0)
-        .map(|b| &**b.name())
+        .map(|b| match b.failing_open_to().len() {
+            0 => b.name().to_string(),
+            n => format!("{} (failing open to {n} reachable)", b.name()),
+        })
         .collect();
     if down.is_empty() {
         reply(

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::backend::Server;
+use crate::notify;
 use crate::runtime::Shared;
 
 /// RFC 3339 in UTC, to the second.
@@ -41,11 +42,31 @@ pub fn status(shared: &Shared) -> Value {
         .backends
         .iter()
         .map(|b| {
+            let open_to = b.failing_open_to();
+            let fail_open_reason = (!open_to.is_empty()).then(|| {
+                let names: Vec<&str> = open_to.iter().map(|s| &*s.config.name).collect();
+                format!(
+                    "no server passes its health check; traffic goes to {}, whose only failure is the cluster colour ({})",
+                    names.join(", "),
+                    notify::fail_open_reasons(b, &open_to)
+                )
+            });
+            let servers: Vec<Value> = b
+                .servers
+                .iter()
+                .map(|s| {
+                    let receiving = s.state.in_rotation() || open_to.iter().any(|o| std::ptr::eq(*o, s));
+                    server(s, receiving)
+                })
+                .collect();
             json!({
                 "name": &**b.name(),
                 "servers_up": b.servers_up(),
                 "servers_total": b.servers.len(),
-                "servers": b.servers.iter().map(server).collect::<Vec<_>>(),
+                "when_all_unhealthy": b.config.when_all_unhealthy.as_str(),
+                "fail_open": fail_open_reason.is_some(),
+                "fail_open_reason": fail_open_reason,
+                "servers": servers,
             })
         })
         .collect();
@@ -65,7 +86,7 @@ pub fn status(shared: &Shared) -> Value {
     })
 }
 
-fn server(s: &Server) -> Value {
+fn server(s: &Server, receiving_traffic: bool) -> Value {
     let st = &s.state;
     let h = st.health.view();
     let m = &st.metrics;
@@ -79,6 +100,7 @@ fn server(s: &Server) -> Value {
         "health": h.health,
         "health_since": timestamp(h.since),
         "admin_state": st.admin().as_str(),
+        "receiving_traffic": receiving_traffic,
         "reason": h.reason,
         "last_check": h.last_check.map(|c| json!({
             "at": timestamp(c.at),

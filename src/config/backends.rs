@@ -7,7 +7,7 @@ use super::address::parse_host_port;
 use super::error::FieldPath;
 use super::schema::{RawBackend, RawServer, RawTimeouts};
 use super::validate::Validator;
-use super::{BackendConfig, Name, ServerConfig};
+use super::{BackendConfig, Name, ServerConfig, WhenAllUnhealthy};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -51,6 +51,17 @@ impl Validator<'_> {
                     DEFAULT_RETRIES
                 }
             };
+            let when_all_unhealthy = match b.when_all_unhealthy.as_deref() {
+                None | Some("fail_open") => WhenAllUnhealthy::FailOpen,
+                Some("fail_closed") => WhenAllUnhealthy::FailClosed,
+                Some(other) => {
+                    self.err(
+                        &p.field("when_all_unhealthy"),
+                        format!("unknown policy {other:?}: expected fail_open or fail_closed"),
+                    );
+                    WhenAllUnhealthy::FailOpen
+                }
+            };
             if let (Some(name), Some(health_check)) = (name, health_check) {
                 out.push(BackendConfig {
                     name,
@@ -59,6 +70,7 @@ impl Validator<'_> {
                     connect_timeout,
                     idle_timeout,
                     retries,
+                    when_all_unhealthy,
                 });
             }
         }

@@ -11,7 +11,9 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_RISE: u32 = 2;
 const DEFAULT_FALL: u32 = 3;
-const DEFAULT_ES_PATH: &str = "/_cluster/health";
+/// The node's own view of the cluster, answered without asking the master: a node that cannot
+/// reach a master still answers, and its answer is about itself.
+const DEFAULT_ES_PATH: &str = "/_cluster/health?local=true";
 const DEFAULT_HTTP_PATH: &str = "/";
 const MAX_RISE_FALL: u64 = 100;
 
@@ -21,7 +23,7 @@ impl Validator<'_> {
         raw: Option<RawHealthCheck>,
         path: &FieldPath,
     ) -> Option<HealthCheckConfig> {
-        let raw = raw.unwrap_or_else(empty_health_check);
+        let mut raw = raw.unwrap_or_else(empty_health_check);
         let interval = raw.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
         let timeout = raw.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
         let mut ok = true;
@@ -45,13 +47,39 @@ impl Validator<'_> {
         }
         let rise = self.count(raw.rise, DEFAULT_RISE, &path.field("rise"));
         let fall = self.count(raw.fall, DEFAULT_FALL, &path.field("fall"));
-        let kind = self.check_kind(raw, path);
+        let (raw_tls, raw_auth) = (raw.tls.take(), raw.auth.take());
+        let kind = self.check_kind(raw, path)?;
+        let speaks_http = !matches!(kind, CheckKind::Tcp);
+        let tls = match raw_tls {
+            Some(_) if !speaks_http => {
+                self.err(
+                    &path.field("tls"),
+                    "only applies to type: http or elasticsearch",
+                );
+                return None;
+            }
+            Some(t) => Some(self.tls(t, &path.field("tls"))?),
+            None => None,
+        };
+        let auth = match raw_auth {
+            Some(_) if !speaks_http => {
+                self.err(
+                    &path.field("auth"),
+                    "only applies to type: http or elasticsearch",
+                );
+                return None;
+            }
+            Some(a) => Some(self.auth(a, &path.field("auth"))?),
+            None => None,
+        };
         Some(HealthCheckConfig {
-            kind: kind?,
+            kind,
             interval,
             timeout,
             rise: rise?,
             fall: fall?,
+            tls,
+            auth,
         })
         .filter(|_| ok)
     }
@@ -201,5 +229,7 @@ fn empty_health_check() -> RawHealthCheck {
         cluster_name: None,
         min_nodes: None,
         path: None,
+        tls: None,
+        auth: None,
     }
 }

@@ -11,6 +11,7 @@ mod health_check;
 mod schema;
 mod secret;
 mod summary;
+mod tls_auth;
 mod validate;
 
 use std::fmt;
@@ -18,6 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
 
 pub use error::{ConfigError, ConfigErrors, FieldPath};
 pub use secret::Secret;
@@ -79,6 +82,27 @@ pub struct BackendConfig {
     pub idle_timeout: Duration,
     /// How many other servers to try when connecting to the chosen one fails.
     pub retries: u32,
+    /// What to do when no server passes its health check.
+    pub when_all_unhealthy: WhenAllUnhealthy,
+}
+
+/// What a backend does when no server passes its health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenAllUnhealthy {
+    /// Send traffic to the servers whose only failure is the cluster colour (reachable, right
+    /// cluster, enough nodes): a red cluster still serves the indices it has.
+    FailOpen,
+    /// No healthy server, no traffic.
+    FailClosed,
+}
+
+impl WhenAllUnhealthy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailOpen => "fail_open",
+            Self::FailClosed => "fail_closed",
+        }
+    }
 }
 
 /// One server of a backend, as configured (its host is resolved at load time).
@@ -100,6 +124,30 @@ pub struct HealthCheckConfig {
     pub rise: u32,
     /// Consecutive failures needed to go down.
     pub fall: u32,
+    /// Speak TLS to the node (http and elasticsearch checks).
+    pub tls: Option<CheckTls>,
+    /// Credentials for the node (http and elasticsearch checks).
+    pub auth: Option<CheckAuth>,
+}
+
+/// TLS for health checks; the data path stays TCP passthrough.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckTls {
+    /// Certificates to trust instead of the system roots, and the file they came from.
+    pub ca: Option<(String, Vec<CertificateDer<'static>>)>,
+    /// The name to send (SNI) and to verify; default: the server's host.
+    pub server_name: Option<String>,
+    /// Accept any certificate. Allowed, but logged loudly at every (re)load.
+    pub insecure_skip_verify: bool,
+}
+
+/// Credentials a health check presents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckAuth {
+    /// `Authorization: Basic …`.
+    Basic { username: String, password: Secret },
+    /// `Authorization: ApiKey …` (the encoded key Elasticsearch hands out).
+    ApiKey(Secret),
 }
 
 /// What a check asks of a server.

@@ -57,6 +57,7 @@ pub struct RawBackend {
     pub health_check: Option<RawHealthCheck>,
     pub timeouts: Option<RawTimeouts>,
     pub retries: Option<u64>,
+    pub when_all_unhealthy: Option<String>,
 }
 
 /// A server is either `"host:port"` or `{name, address, weight}`.
@@ -87,6 +88,24 @@ pub struct RawHealthCheck {
     pub cluster_name: Option<String>,
     pub min_nodes: Option<u64>,
     pub path: Option<String>,
+    pub tls: Option<RawTls>,
+    pub auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub api_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use humantime::format_duration;
 
-use super::{CheckKind, Config, HealthCheckConfig};
+use super::{CheckAuth, CheckKind, Config, HealthCheckConfig};
 
 /// Renders `config` for a human; `resolved(backend, server)` says where a server's name resolved
 /// (or why it did not).
@@ -46,7 +46,7 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
         let used = config.listeners.iter().any(|l| l.backend == b.name);
         let _ = writeln!(
             s,
-            "  {}{}: connect timeout {}, idle timeout {}, {} retries",
+            "  {}{}: connect timeout {}, idle timeout {}, {} retries, when all unhealthy: {}",
             b.name,
             if used {
                 ""
@@ -55,7 +55,8 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
             },
             format_duration(b.connect_timeout),
             format_duration(b.idle_timeout),
-            b.retries
+            b.retries,
+            b.when_all_unhealthy.as_str()
         );
         let _ = writeln!(s, "    health check: {}", describe_check(&b.health_check));
         for srv in &b.servers {
@@ -92,11 +93,28 @@ fn describe_check(h: &HealthCheckConfig) -> String {
             d
         }
     };
-    format!(
+    let mut d = format!(
         "{what}; every {}, timeout {}, rise {}, fall {}",
         format_duration(h.interval),
         format_duration(h.timeout),
         h.rise,
         h.fall
-    )
+    );
+    if let Some(t) = &h.tls {
+        let trust = match (&t.ca, t.insecure_skip_verify) {
+            (_, true) => "ANY certificate (insecure_skip_verify)".to_owned(),
+            (Some((file, certs)), _) => format!("CAs of {file} ({} certificates)", certs.len()),
+            (None, _) => "the system CAs".to_owned(),
+        };
+        let name = t.server_name.as_deref().unwrap_or("each server's host");
+        let _ = write!(d, "; TLS trusting {trust}, verifying {name}");
+    }
+    match &h.auth {
+        Some(CheckAuth::Basic { username, .. }) => {
+            let _ = write!(d, "; basic auth as {username}");
+        }
+        Some(CheckAuth::ApiKey(_)) => d.push_str("; API key"),
+        None => {}
+    }
+    d
 }

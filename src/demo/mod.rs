@@ -2,13 +2,14 @@
 //! and a script that makes nodes fail and recover, so a newcomer can watch roundhouse work with
 //! no cluster at hand.
 
+mod answers;
 mod node;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use node::{Behaviour, FakeNode, Mode};
+pub use node::{Behaviour, FakeNode, Mode, Security};
 
 use crate::config::ClusterStatus;
 use crate::runtime::{self, RunError};

@@ -1,7 +1,8 @@
-//! A stand-in Elasticsearch node: an HTTP server answering `/`, `/_cluster/health` and
-//! `/_nodes/http` with the JSON shapes Elasticsearch 8 uses, whose answers can be switched at
-//! run time (colour, cluster name, node count, hang, 503, garbage). The demo runs three of
-//! them; the integration tests use them as backends.
+//! A stand-in Elasticsearch node: an HTTP (or HTTPS) server answering `/`, `/_cluster/health`
+//! and `/_nodes/http` with the JSON shapes Elasticsearch 8 uses, whose answers can be switched
+//! at run time (colour, cluster name, node count, hang, 503, garbage), and which can require
+//! credentials like a secured cluster. The demo runs three of them; the integration tests use
+//! them as backends.
 
 use std::convert::Infallible;
 use std::io;
@@ -14,9 +15,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::answers;
 use crate::config::ClusterStatus;
 
 /// How a fake node answers its health endpoint.
@@ -26,7 +31,8 @@ pub enum Mode {
     Normal,
     /// Accepts the request and never answers (a node stuck looking for a master).
     Hang,
-    /// `503 master_not_discovered_exception`.
+    /// Stuck in discovery: `503 master_not_discovered_exception`, or with `?local=true` a red
+    /// cluster of one that has not discovered a master (as Elasticsearch and OpenSearch do).
     NoMaster,
     /// `200` with a body that is not JSON.
     Garbage,
@@ -41,12 +47,22 @@ pub struct Behaviour {
     pub mode: Mode,
 }
 
+/// How a fake node is secured.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Serve HTTPS with this certificate chain and private key (PEM).
+    pub tls: Option<(String, String)>,
+    /// Answer 401 unless `Authorization` is one of these values.
+    pub authorization: Option<Vec<String>>,
+}
+
 /// A running fake node on 127.0.0.1; stops when dropped.
 pub struct FakeNode {
     name: String,
     addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
     health_requests: Arc<AtomicU64>,
+    last_health_query: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
     accepting: Option<tokio::task::JoinHandle<()>>,
 }
@@ -63,6 +79,20 @@ impl FakeNode {
         cluster_name: &str,
         addr: SocketAddr,
     ) -> io::Result<FakeNode> {
+        Self::start_secured(name, cluster_name, addr, Security::default()).await
+    }
+
+    /// Starts a green node of a three-node cluster at `addr`, secured as asked.
+    pub async fn start_secured(
+        name: &str,
+        cluster_name: &str,
+        addr: SocketAddr,
+        security: Security,
+    ) -> io::Result<FakeNode> {
+        let tls = match &security.tls {
+            Some((cert, key)) => Some(acceptor(cert, key)?),
+            None => None,
+        };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut node = FakeNode {
@@ -75,6 +105,7 @@ impl FakeNode {
                 mode: Mode::Normal,
             })),
             health_requests: Arc::new(AtomicU64::new(0)),
+            last_health_query: Arc::new(Mutex::new(None)),
             stop: CancellationToken::new(),
             accepting: None,
         };
@@ -83,6 +114,9 @@ impl FakeNode {
             addr,
             behaviour: node.behaviour.clone(),
             health_requests: node.health_requests.clone(),
+            last_health_query: node.last_health_query.clone(),
+            authorization: security.authorization.map(Arc::new),
+            tls,
             stop: node.stop.clone(),
         };
         node.accepting = Some(tokio::spawn(accept_loop(listener, ctx)));
@@ -111,6 +145,14 @@ impl FakeNode {
     pub fn health_requests(&self) -> u64 {
         self.health_requests.load(Ordering::Relaxed)
     }
+
+    /// The query string of the last health request (`local=true`, ...).
+    pub fn last_health_query(&self) -> Option<String> {
+        self.last_health_query
+            .lock()
+            .expect("query lock is never poisoned")
+            .clone()
+    }
 }
 
 impl FakeNode {
@@ -136,7 +178,28 @@ struct Ctx {
     addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
     health_requests: Arc<AtomicU64>,
+    last_health_query: Arc<Mutex<Option<String>>>,
+    authorization: Option<Arc<Vec<String>>>,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
+}
+
+fn acceptor(cert_pem: &str, key_pem: &str) -> io::Result<TlsAcceptor> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| invalid(format!("key: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Ctx) {
@@ -151,14 +214,27 @@ async fn accept_loop(listener: TcpListener, ctx: Ctx) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let stop = ctx.stop.clone();
-            let service = hyper::service::service_fn(move |req| answer(ctx.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = conn => {}
+                _ = serve(stream, ctx) => {}
             }
         });
+    }
+}
+
+async fn serve(stream: TcpStream, ctx: Ctx) {
+    let tls = ctx.tls.clone();
+    let service = hyper::service::service_fn(move |req| answer(ctx.clone(), req));
+    let http = hyper::server::conn::http1::Builder::new();
+    match tls {
+        None => {
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+        }
+        Some(acceptor) => {
+            if let Ok(stream) = acceptor.accept(stream).await {
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            }
+        }
     }
 }
 
@@ -168,124 +244,54 @@ async fn answer(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Full<Bytes>
         .lock()
         .expect("behaviour lock is never poisoned")
         .clone();
-    let json = |status: StatusCode, body: String| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .header("X-elastic-product", "Elasticsearch")
-            .body(Full::new(Bytes::from(body)))
-            .expect("static response parts are valid")
-    };
-    let reply = match req.uri().path() {
+    let path = req.uri().path();
+    let query = req.uri().query().map(str::to_owned);
+    if path == "/_cluster/health" {
+        ctx.health_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(allowed) = &ctx.authorization {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !given.is_some_and(|g| allowed.iter().any(|a| a == g)) {
+            return Ok(json(
+                StatusCode::UNAUTHORIZED,
+                answers::unauthenticated_body(path),
+            ));
+        }
+    }
+    let reply = match path {
         "/_cluster/health" => {
-            ctx.health_requests.fetch_add(1, Ordering::Relaxed);
+            let local = query
+                .as_deref()
+                .is_some_and(|q| q.split('&').any(|p| p == "local=true"));
+            *ctx.last_health_query
+                .lock()
+                .expect("query lock is never poisoned") = query;
             match b.mode {
-                Mode::Normal => json(StatusCode::OK, health_body(&b)),
+                Mode::Normal => json(StatusCode::OK, answers::health_body(&b)),
                 Mode::Hang => {
                     ctx.stop.cancelled().await;
                     json(StatusCode::SERVICE_UNAVAILABLE, String::new())
                 }
-                Mode::NoMaster => json(StatusCode::SERVICE_UNAVAILABLE, no_master_body()),
+                Mode::NoMaster if local => json(StatusCode::OK, answers::no_master_local_body(&b)),
+                Mode::NoMaster => json(StatusCode::SERVICE_UNAVAILABLE, answers::no_master_body()),
                 Mode::Garbage => json(StatusCode::OK, "<html>not json</html>".to_owned()),
             }
         }
-        "/" => json(StatusCode::OK, root_body(&ctx.name, &b)),
-        "/_nodes/http" => json(StatusCode::OK, nodes_body(&ctx.name, ctx.addr, &b)),
-        path => json(StatusCode::NOT_FOUND, not_found_body(path)),
+        "/" => json(StatusCode::OK, answers::root_body(&ctx.name, &b)),
+        "/_nodes/http" => json(StatusCode::OK, answers::nodes_body(&ctx.name, ctx.addr, &b)),
+        path => json(StatusCode::NOT_FOUND, answers::not_found_body(path)),
     };
     Ok(reply)
 }
 
-fn health_body(b: &Behaviour) -> String {
-    let unassigned = match b.status {
-        ClusterStatus::Green => 0,
-        ClusterStatus::Yellow => 5,
-        ClusterStatus::Red => 10,
-    };
-    serde_json::json!({
-        "cluster_name": b.cluster_name,
-        "status": b.status.as_str(),
-        "timed_out": false,
-        "number_of_nodes": b.number_of_nodes,
-        "number_of_data_nodes": b.number_of_nodes,
-        "active_primary_shards": 10,
-        "active_shards": 20 - unassigned,
-        "relocating_shards": 0,
-        "initializing_shards": 0,
-        "unassigned_shards": unassigned,
-        "delayed_unassigned_shards": 0,
-        "number_of_pending_tasks": 0,
-        "number_of_in_flight_fetch": 0,
-        "task_max_waiting_in_queue_millis": 0,
-        "active_shards_percent_as_number": f64::from(20 - unassigned) * 5.0,
-    })
-    .to_string()
-}
-
-fn no_master_body() -> String {
-    serde_json::json!({
-        "error": {
-            "root_cause": [{"type": "master_not_discovered_exception", "reason": null}],
-            "type": "master_not_discovered_exception",
-            "reason": null
-        },
-        "status": 503
-    })
-    .to_string()
-}
-
-fn root_body(name: &str, b: &Behaviour) -> String {
-    serde_json::json!({
-        "name": name,
-        "cluster_name": b.cluster_name,
-        "cluster_uuid": "kcCSyDfeQ8ui8dGWBYsL5A",
-        "version": {
-            "number": "8.11.1",
-            "build_flavor": "default",
-            "build_type": "tar",
-            "build_hash": "6f9ff581fbcde658e6f69d6ce03050f060d1fd0c",
-            "build_date": "2023-11-11T10:05:59.421038163Z",
-            "build_snapshot": false,
-            "lucene_version": "9.8.0",
-            "minimum_wire_compatibility_version": "7.17.0",
-            "minimum_index_compatibility_version": "7.0.0"
-        },
-        "tagline": "You Know, for Search"
-    })
-    .to_string()
-}
-
-fn nodes_body(name: &str, addr: SocketAddr, b: &Behaviour) -> String {
-    serde_json::json!({
-        "_nodes": {"total": 1, "successful": 1, "failed": 0},
-        "cluster_name": b.cluster_name,
-        "nodes": {
-            format!("node-{name}"): {
-                "name": name,
-                "transport_address": format!("{}:9300", addr.ip()),
-                "host": addr.ip().to_string(),
-                "ip": addr.ip().to_string(),
-                "version": "8.11.1",
-                "roles": ["data", "ingest", "master"],
-                "http": {
-                    "bound_address": [addr.to_string()],
-                    "publish_address": addr.to_string(),
-                    "max_content_length_in_bytes": 104857600
-                }
-            }
-        }
-    })
-    .to_string()
-}
-
-fn not_found_body(path: &str) -> String {
-    serde_json::json!({
-        "error": {
-            "root_cause": [{"type": "index_not_found_exception", "reason": format!("no such index [{}]", path.trim_start_matches('/'))}],
-            "type": "index_not_found_exception",
-            "reason": format!("no such index [{}]", path.trim_start_matches('/'))
-        },
-        "status": 404
-    })
-    .to_string()
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("X-elastic-product", "Elasticsearch")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
 }

@@ -11,6 +11,10 @@ struct ClusterHealth {
     cluster_name: String,
     status: String,
     number_of_nodes: u64,
+    /// Elasticsearch 7.16+: false while the node has not found an elected master.
+    discovered_master: Option<bool>,
+    /// OpenSearch's name for the same.
+    discovered_cluster_manager: Option<bool>,
 }
 
 /// The verdict on one answer: a failure (if any) and what the node said about its cluster.
@@ -39,6 +43,17 @@ pub fn judge(check: &EsCheck, status: u16, body: &[u8]) -> Verdict {
         status: colour,
         number_of_nodes: health.number_of_nodes,
     };
+    // A node that has not found a master answers `?local=true` with a made-up view of a
+    // cluster of one (red): nothing else it says means anything.
+    if health.discovered_master == Some(false) || health.discovered_cluster_manager == Some(false) {
+        return (
+            Some((
+                FailureKind::Other,
+                "has not discovered a master (stuck in discovery?)".to_owned(),
+            )),
+            Some(view),
+        );
+    }
     // Safety problems come first: they are why a node must never get traffic.
     let mut problems = Vec::new();
     if let Some(want) = &check.cluster_name
@@ -62,7 +77,10 @@ pub fn judge(check: &EsCheck, status: u16, body: &[u8]) -> Verdict {
         Some(c) => problems.push(format!("cluster status {c}")),
         None => {
             problems.push(format!("unknown cluster status {:?}", health.status));
-            return (Some((FailureKind::Other, problems.join("; "))), Some(view));
+            return (
+                Some((FailureKind::Other, problems.join(" and "))),
+                Some(view),
+            );
         }
     }
     if problems.is_empty() {
@@ -73,7 +91,7 @@ pub fn judge(check: &EsCheck, status: u16, body: &[u8]) -> Verdict {
     } else {
         FailureKind::Other
     };
-    (Some((kind, problems.join("; "))), Some(view))
+    (Some((kind, problems.join(" and "))), Some(view))
 }
 
 /// A non-2xx answer: the status and, when the body is an Elasticsearch error, its type.
@@ -138,7 +156,7 @@ mod tests {
             failure,
             Some((
                 FailureKind::Other,
-                "sees 1 node, want at least 2 (isolated?); cluster status red".into()
+                "sees 1 node, want at least 2 (isolated?) and cluster status red".into()
             ))
         );
     }
@@ -164,6 +182,22 @@ mod tests {
             Some((
                 FailureKind::Other,
                 "HTTP 503: master_not_discovered_exception".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_node_without_a_master_is_never_colour_only() {
+        // what OpenSearch 2.19 answers to ?local=true while stuck in discovery
+        let b = br#"{"cluster_name":"prod","status":"red","timed_out":false,"number_of_nodes":1,"number_of_data_nodes":1,"discovered_master":false,"discovered_cluster_manager":false,"active_primary_shards":0,"active_shards":0,"relocating_shards":0,"initializing_shards":0,"unassigned_shards":0,"delayed_unassigned_shards":0,"number_of_pending_tasks":0,"number_of_in_flight_fetch":0,"task_max_waiting_in_queue_millis":0,"active_shards_percent_as_number":"NaN"}"#;
+        let mut c = check();
+        c.min_nodes = None;
+        let (failure, _) = judge(&c, 200, b);
+        assert_eq!(
+            failure,
+            Some((
+                FailureKind::Other,
+                "has not discovered a master (stuck in discovery?)".into()
             ))
         );
     }

@@ -9,6 +9,7 @@
 mod elasticsearch;
 mod probe;
 mod state;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,12 +54,23 @@ impl Supervisor {
     pub fn apply(&mut self, backends: &[Arc<Backend>]) {
         let mut wanted = HashMap::new();
         for b in backends {
+            if b.config
+                .health_check
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.insecure_skip_verify)
+            {
+                tracing::warn!(
+                    backend = %b.name(),
+                    "health checks accept ANY TLS certificate (insecure_skip_verify: true): a node impersonated by anyone on the path would pass"
+                );
+            }
             for s in &b.servers {
-                let target = Arc::new(CheckTarget {
-                    config: b.config.health_check.clone(),
-                    addr: s.addr,
-                    host: s.config.address.host.clone(),
-                });
+                let target = Arc::new(CheckTarget::new(
+                    b.config.health_check.clone(),
+                    s.addr,
+                    s.config.address.host.clone(),
+                ));
                 wanted.insert(
                     s.state.key.clone(),
                     (target, s.state.clone(), b.state.metrics.clone()),
@@ -126,6 +138,9 @@ async fn run_checker(
     metrics: BackendMetrics,
     cancel: CancellationToken,
 ) {
+    // Refused credentials are a configuration problem, not a node problem: say so at error
+    // level once, not at every check.
+    let mut refused_credentials = false;
     loop {
         let target = settings.borrow_and_update().clone();
         if state.admin() != AdminState::Maint {
@@ -134,6 +149,19 @@ async fn run_checker(
                 obs = probe::check(&target) => obs,
             };
             metrics.check_duration.observe(obs.duration.as_secs_f64());
+            let refused = obs
+                .failure
+                .as_ref()
+                .is_some_and(|(_, why)| probe::is_auth_failure(why));
+            if refused && !refused_credentials {
+                let why = obs
+                    .failure
+                    .as_ref()
+                    .map(|(_, w)| w.as_str())
+                    .unwrap_or_default();
+                tracing::error!(backend = %state.key.backend, server = %state.key.server, reason = ?why, "the node refused the health check's credentials");
+            }
+            refused_credentials = refused;
             state.observe(obs, target.config.rise, target.config.fall);
         }
         tokio::select! {

@@ -2,7 +2,7 @@
 //! node last said about its cluster. It lives with the server and is carried across reloads.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::config::ClusterStatus;
@@ -128,6 +128,8 @@ struct Record {
 #[derive(Debug)]
 pub struct Tracker {
     health: AtomicU8,
+    /// The last check failed only on the cluster colour (read by the balancer when failing open).
+    colour_only: AtomicBool,
     record: Mutex<Record>,
 }
 
@@ -135,6 +137,7 @@ impl Default for Tracker {
     fn default() -> Self {
         Tracker {
             health: AtomicU8::new(Health::Unknown as u8),
+            colour_only: AtomicBool::new(false),
             record: Mutex::new(Record {
                 passes: 0,
                 failures: 0,
@@ -174,6 +177,8 @@ impl Tracker {
         if obs.cluster.is_some() {
             r.cluster = obs.cluster;
         }
+        let colour_only = matches!(obs.failure, Some((FailureKind::ColourOnly, _)));
+        self.colour_only.store(colour_only, Ordering::Relaxed);
         let next = match obs.failure {
             None => {
                 r.passes = r.passes.saturating_add(1);
@@ -211,15 +216,11 @@ impl Tracker {
         })
     }
 
-    /// The kind of the failure that keeps the server down, if it is down.
-    pub fn failure_kind(&self) -> Option<FailureKind> {
-        if self.health() != Health::Down {
-            return None;
-        }
-        self.record
-            .lock()
-            .expect("health record lock is never poisoned")
-            .failure_kind
+    /// True when the server is down and its last check failed on the cluster colour alone
+    /// (reachable, right cluster, enough nodes): the only kind of server a backend may fail
+    /// open to.
+    pub fn down_on_colour_only(&self) -> bool {
+        self.health() == Health::Down && self.colour_only.load(Ordering::Relaxed)
     }
 
     /// A copy of the record.

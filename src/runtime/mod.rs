@@ -330,7 +330,7 @@ impl Control {
         }
         for key in removed {
             if let Some(a) = self.listeners.remove(&key) {
-                a.stop();
+                a.close().await;
                 tracing::info!(bind = %key, "stopped listening; open connections continue");
             }
         }
@@ -343,6 +343,24 @@ impl Control {
         let running = self.shared.running.load();
         for b in &running.backends {
             b.state.metrics.servers_up.set(b.servers_up() as i64);
+            let open_to = b.failing_open_to();
+            let was = b.state.set_failing_open(!open_to.is_empty());
+            if !open_to.is_empty() && !was {
+                let servers: Vec<&str> = open_to.iter().map(|s| &*s.config.name).collect();
+                tracing::warn!(
+                    backend = %b.name(),
+                    servers = %servers.join(","),
+                    reason = ?notify::fail_open_reasons(b, &open_to),
+                    "FAIL-OPEN: no server passes its health check; sending traffic to the servers whose only failure is the cluster colour"
+                );
+            } else if open_to.is_empty() && was {
+                let why = if b.servers_up() > 0 {
+                    "a server passes its health check again"
+                } else {
+                    "no server is reachable with the right cluster and enough nodes: clients are closed"
+                };
+                tracing::warn!(backend = %b.name(), reason = why, "stopped failing open");
+            }
         }
         let status = notify::status_line(
             running.routes.len(),
@@ -366,7 +384,7 @@ impl Control {
     async fn shutdown(mut self, signals: &mut Signals) {
         let grace = self.shared.running.load().config.shutdown_grace;
         for (_, a) in self.listeners.drain() {
-            a.stop();
+            a.close().await;
         }
         self.shared.tracker.close();
         let open = self.shared.tracker.len();

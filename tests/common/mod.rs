@@ -3,15 +3,16 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod config;
 pub mod net;
 pub mod process;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
-pub use net::{EchoServer, http_get, names, node_name, tally};
+pub use net::{EchoServer, http_get, http_post, names, node_name, tally};
 pub use process::{Roundhouse, run_cli};
-pub use roundhouse::demo::{FakeNode, Mode};
+pub use roundhouse::demo::{FakeNode, Mode, Security};
 pub use scrape::Scrape;
 
 use std::time::Duration;

@@ -10,9 +10,32 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// `GET path` with `Connection: close`; returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: es\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// `POST path` with no body, and a bearer token if given; returns the status code and the body.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    request(
+        addr,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+async fn request(addr: SocketAddr, head: &str) -> io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: es\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(head.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -59,6 +59,22 @@ impl Lines {
         }
     }
 
+    /// Waits until at least `n` lines contain the needle.
+    pub async fn wait_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if self.count(needle) >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                panic!("fewer than {n} lines with {needle:?} within {timeout:?}; stderr was:\n{}", self.text());
+            }
+        }
+    }
+
     /// How many lines contain the needle.
     pub fn count(&self, needle: &str) -> usize {
         self.all().iter().filter(|l| l.contains(needle)).count()

@@ -1,0 +1,142 @@
+//! The JSON a stand-in node answers with, in the shapes Elasticsearch 8 uses.
+
+use std::net::SocketAddr;
+
+use super::node::Behaviour;
+use crate::config::ClusterStatus;
+
+pub fn health_body(b: &Behaviour) -> String {
+    let unassigned = match b.status {
+        ClusterStatus::Green => 0,
+        ClusterStatus::Yellow => 5,
+        ClusterStatus::Red => 10,
+    };
+    serde_json::json!({
+        "cluster_name": b.cluster_name,
+        "status": b.status.as_str(),
+        "timed_out": false,
+        "number_of_nodes": b.number_of_nodes,
+        "number_of_data_nodes": b.number_of_nodes,
+        "discovered_master": true,
+        "active_primary_shards": 10,
+        "active_shards": 20 - unassigned,
+        "relocating_shards": 0,
+        "initializing_shards": 0,
+        "unassigned_shards": unassigned,
+        "delayed_unassigned_shards": 0,
+        "number_of_pending_tasks": 0,
+        "number_of_in_flight_fetch": 0,
+        "task_max_waiting_in_queue_millis": 0,
+        "active_shards_percent_as_number": f64::from(20 - unassigned) * 5.0,
+    })
+    .to_string()
+}
+
+/// What a node stuck in discovery answers to `?local=true`: a cluster of one, red, no master.
+pub fn no_master_local_body(b: &Behaviour) -> String {
+    serde_json::json!({
+        "cluster_name": b.cluster_name,
+        "status": "red",
+        "timed_out": false,
+        "number_of_nodes": 1,
+        "number_of_data_nodes": 1,
+        "discovered_master": false,
+        "active_primary_shards": 0,
+        "active_shards": 0,
+        "relocating_shards": 0,
+        "initializing_shards": 0,
+        "unassigned_shards": 0,
+        "delayed_unassigned_shards": 0,
+        "number_of_pending_tasks": 0,
+        "number_of_in_flight_fetch": 0,
+        "task_max_waiting_in_queue_millis": 0,
+        "active_shards_percent_as_number": "NaN",
+    })
+    .to_string()
+}
+
+pub fn no_master_body() -> String {
+    serde_json::json!({
+        "error": {
+            "root_cause": [{"type": "master_not_discovered_exception", "reason": null}],
+            "type": "master_not_discovered_exception",
+            "reason": null
+        },
+        "status": 503
+    })
+    .to_string()
+}
+
+pub fn root_body(name: &str, b: &Behaviour) -> String {
+    serde_json::json!({
+        "name": name,
+        "cluster_name": b.cluster_name,
+        "cluster_uuid": "kcCSyDfeQ8ui8dGWBYsL5A",
+        "version": {
+            "number": "8.11.1",
+            "build_flavor": "default",
+            "build_type": "tar",
+            "build_hash": "6f9ff581fbcde658e6f69d6ce03050f060d1fd0c",
+            "build_date": "2023-11-11T10:05:59.421038163Z",
+            "build_snapshot": false,
+            "lucene_version": "9.8.0",
+            "minimum_wire_compatibility_version": "7.17.0",
+            "minimum_index_compatibility_version": "7.0.0"
+        },
+        "tagline": "You Know, for Search"
+    })
+    .to_string()
+}
+
+pub fn nodes_body(name: &str, addr: SocketAddr, b: &Behaviour) -> String {
+    serde_json::json!({
+        "_nodes": {"total": 1, "successful": 1, "failed": 0},
+        "cluster_name": b.cluster_name,
+        "nodes": {
+            format!("node-{name}"): {
+                "name": name,
+                "transport_address": format!("{}:9300", addr.ip()),
+                "host": addr.ip().to_string(),
+                "ip": addr.ip().to_string(),
+                "version": "8.11.1",
+                "roles": ["data", "ingest", "master"],
+                "http": {
+                    "bound_address": [addr.to_string()],
+                    "publish_address": addr.to_string(),
+                    "max_content_length_in_bytes": 104857600
+                }
+            }
+        }
+    })
+    .to_string()
+}
+
+pub fn not_found_body(path: &str) -> String {
+    serde_json::json!({
+        "error": {
+            "root_cause": [{"type": "index_not_found_exception", "reason": format!("no such index [{}]", path.trim_start_matches('/'))}],
+            "type": "index_not_found_exception",
+            "reason": format!("no such index [{}]", path.trim_start_matches('/'))
+        },
+        "status": 404
+    })
+    .to_string()
+}
+
+pub fn unauthenticated_body(path: &str) -> String {
+    let reason = format!("missing authentication credentials for REST request [{path}]");
+    serde_json::json!({
+        "error": {
+            "root_cause": [{
+                "type": "security_exception",
+                "reason": reason,
+                "header": {"WWW-Authenticate": ["Basic realm=\"security\" charset=\"UTF-8\"", "ApiKey"]}
+            }],
+            "type": "security_exception",
+            "reason": reason,
+            "header": {"WWW-Authenticate": ["Basic realm=\"security\" charset=\"UTF-8\"", "ApiKey"]}
+        },
+        "status": 401
+    })
+    .to_string()
+}
