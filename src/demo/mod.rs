@@ -56,12 +56,17 @@ pub fn run(opts: DemoOptions) -> Result<(), RunError> {
         .recv()
         .map_err(|_| RunError::Startup("the demo nodes did not start".into()))?
         .map_err(RunError::Startup)?;
+    let opts = DemoOptions {
+        listen: concrete(opts.listen)?,
+        admin: concrete(opts.admin)?,
+    };
     let path = write_config(&opts, &addrs)?;
     println!(
         "roundhouse demo: three stand-in Elasticsearch nodes ({}) behind a balancer.\n\
          \n  curl http://{listen}/                     # each request lands on the next node: see \"name\"\n\
          \n  curl http://{listen}/_cluster/health\n\
-         \n  curl http://{admin}/status   # (admin endpoint)\n\
+         \n  roundhouse status --admin {admin}        # every node: state, reason, connections\n\
+         \n  curl http://{admin}/metrics              # Prometheus metrics\n\
          \nThe config is {config}: edit it and send SIGHUP (kill -HUP {pid}) to reload.\n\
          Every 15 seconds the demo breaks a node in a way a real cluster does (red cluster, a node\n\
          stuck in discovery, a node isolated from its cluster) and then heals it: watch the log.\n\
@@ -81,6 +86,16 @@ pub fn run(opts: DemoOptions) -> Result<(), RunError> {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
+}
+
+/// Port 0 means "any free port": pick one now, so the banner can say which.
+fn concrete(addr: SocketAddr) -> Result<SocketAddr, RunError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(|e| RunError::Startup(format!("cannot find a free port on {}: {e}", addr.ip())))
 }
 
 fn write_config(opts: &DemoOptions, addrs: &[SocketAddr]) -> Result<PathBuf, RunError> {

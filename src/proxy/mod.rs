@@ -1,6 +1,7 @@
 //! One client connection: pick a server, connect with retries, relay bytes, account.
 
 mod relay;
+mod splice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,18 +3,22 @@
 //!
 //! A direction holds a buffer only while data is in flight: it waits for readability first and
 //! borrows a buffer from a per-thread pool just for the read and the write that follows, so an
-//! idle connection costs no buffer memory at all.
+//! idle connection costs no buffer memory at all. Bulk data goes through `splice(2)` instead
+//! (see `splice.rs`), with the same rule for its pipe.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::splice::{PIPE_SIZE, Pipe};
 use crate::metrics::ServerMetrics;
 
 /// Relay buffer size; one is borrowed per direction only while that direction has data in flight.
@@ -82,11 +86,17 @@ enum Failed {
 }
 
 /// One direction: reads from `src`, writes to `dst`, forwards EOF as a write shutdown.
+/// Small reads go through a pooled buffer; once a read fills a whole buffer the direction is
+/// carrying bulk data and switches to `splice(2)` through a pipe.
 #[derive(Default)]
 struct Pump {
     buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
+    /// Splice from now on (a read filled a whole buffer, and splicing has not failed).
+    bulk: bool,
+    pipe: Option<Pipe>,
+    in_pipe: usize,
     eof: bool,
     done: bool,
     total: u64,
@@ -101,6 +111,7 @@ impl Pump {
         dst: &TcpStream,
     ) -> Poll<Result<(), Failed>> {
         loop {
+            // Bytes already read go out before anything else is read.
             if self.start < self.end {
                 let buf = self
                     .buf
@@ -109,11 +120,25 @@ impl Pump {
                 match dst.try_write(&buf[self.start..self.end]) {
                     Ok(n) => {
                         self.start += n;
-                        self.total += n as u64;
-                        self.unflushed += n as u64;
+                        self.sent(n);
                         if self.start == self.end {
                             give_buffer(self.buf.take().expect("checked above"));
                         }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready!(dst.poll_write_ready(cx)).map_err(|_| Failed::Writer)?;
+                    }
+                    Err(_) => return Poll::Ready(Err(Failed::Writer)),
+                }
+                continue;
+            }
+            if self.in_pipe > 0 {
+                let pipe = self.pipe.as_ref().expect("bytes in the pipe mean a pipe");
+                let (fd, len) = (dst.as_raw_fd(), self.in_pipe);
+                match dst.try_io(Interest::WRITABLE, || pipe.drain(fd, len)) {
+                    Ok(n) => {
+                        self.in_pipe -= n;
+                        self.sent(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         ready!(dst.poll_write_ready(cx)).map_err(|_| Failed::Writer)?;
@@ -134,24 +159,74 @@ impl Pump {
                 return Poll::Ready(Ok(()));
             }
             ready!(src.poll_read_ready(cx)).map_err(|_| Failed::Reader)?;
-            let mut buf = self.buf.take().unwrap_or_else(take_buffer);
-            match src.try_read(&mut buf) {
-                Ok(0) => {
-                    self.eof = true;
-                    give_buffer(buf);
-                }
-                Ok(n) => {
-                    self.start = 0;
-                    self.end = n;
-                    self.buf = Some(buf);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_buffer(buf),
-                Err(_) => {
-                    give_buffer(buf);
-                    return Poll::Ready(Err(Failed::Reader));
-                }
+            if self.bulk {
+                self.splice_in(src)?;
+            } else {
+                self.read_in(src)?;
             }
         }
+    }
+
+    /// One read into a pooled buffer.
+    fn read_in(&mut self, src: &TcpStream) -> Result<(), Failed> {
+        let mut buf = self.buf.take().unwrap_or_else(take_buffer);
+        match src.try_read(&mut buf) {
+            Ok(0) => {
+                self.eof = true;
+                give_buffer(buf);
+            }
+            Ok(n) => {
+                self.bulk = n == buf.len();
+                self.start = 0;
+                self.end = n;
+                self.buf = Some(buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_buffer(buf),
+            Err(_) => {
+                give_buffer(buf);
+                return Err(Failed::Reader);
+            }
+        }
+        Ok(())
+    }
+
+    /// One splice from the socket into the pipe (the pipe is empty here).
+    fn splice_in(&mut self, src: &TcpStream) -> Result<(), Failed> {
+        let pipe = match self.pipe.take().map_or_else(Pipe::take, Ok) {
+            Ok(p) => p,
+            Err(_) => {
+                // no descriptors for a pipe: plain copies still work
+                self.bulk = false;
+                return Ok(());
+            }
+        };
+        let fd = src.as_raw_fd();
+        match src.try_io(Interest::READABLE, || pipe.fill(fd, PIPE_SIZE)) {
+            Ok(0) => {
+                self.eof = true;
+                pipe.give_back(true);
+            }
+            Ok(n) => {
+                self.in_pipe = n;
+                self.pipe = Some(pipe);
+            }
+            // Nothing to read: an idle connection holds no pipe.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipe.give_back(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.bulk = false;
+                pipe.give_back(true);
+            }
+            Err(_) => {
+                pipe.give_back(true);
+                return Err(Failed::Reader);
+            }
+        }
+        Ok(())
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.total += n as u64;
+        self.unflushed += n as u64;
     }
 
     fn flush_to(&mut self, counter: &prometheus::IntCounter, force: bool) {
@@ -166,6 +241,9 @@ impl Drop for Pump {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             give_buffer(buf);
+        }
+        if let Some(pipe) = self.pipe.take() {
+            pipe.give_back(self.in_pipe == 0);
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier, Rejection};
 
-pub use running::{LastReload, Prepared, Route, Running, Shared, prepare};
+pub use running::{LastReload, Prepared, Route, Running, Shared, build, prepare};
 use workers::Workers;
 
 /// Why `run` could not start or had to stop.
@@ -106,6 +106,7 @@ impl Control {
             Ok(p) => p,
             Err(e) => return Err((notifier, RunError::Config(e))),
         };
+        raise_fd_limit();
         let workers = match Workers::start(prepared.config.workers) {
             Ok(w) => w,
             Err(e) => {
@@ -406,6 +407,15 @@ impl Control {
             _ = signals.interrupt.recv() => tracing::warn!("second signal; closing open connections now"),
         }
         self.workers.stop();
+    }
+}
+
+/// Every proxied connection holds two descriptors: use all the hard limit allows (as nginx and
+/// Go programs do), since the soft limit is often a meagre 1024.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(max_open_files = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
 }
 
