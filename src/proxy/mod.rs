@@ -45,10 +45,10 @@ pub fn accept(client: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc
     });
 }
 
-async fn serve(client: TcpStream, peer: SocketAddr, route: &Route) {
+async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
     let started = Instant::now();
     let backend = &route.backend;
-    let (server_stream, index) = match connect(backend).await {
+    let (mut server_stream, index) = match connect(backend).await {
         Ok(ok) => ok,
         Err(reason) => {
             route.listener.metrics.rejected(reason).inc();
@@ -66,12 +66,18 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: &Route) {
         }
     };
     let server = &backend.servers[index];
-    let _ = client.set_nodelay(true);
+    // the client socket has TCP_NODELAY from its listening socket
     let _ = server_stream.set_nodelay(true);
     let m = &server.state.metrics;
     m.connections.inc();
     m.active.inc();
-    let outcome = relay::relay(&client, &server_stream, backend.config.idle_timeout, m).await;
+    let outcome = relay::relay(
+        &mut client,
+        &mut server_stream,
+        backend.config.idle_timeout,
+        m,
+    )
+    .await;
     m.active.dec();
     let took = started.elapsed();
     if route.access_log {

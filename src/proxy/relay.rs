@@ -11,11 +11,13 @@ use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use super::splice::{PIPE_SIZE, Pipe};
@@ -107,8 +109,8 @@ impl Pump {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        src: &TcpStream,
-        dst: &TcpStream,
+        src: &mut ReadHalf<'_>,
+        dst: &mut WriteHalf<'_>,
     ) -> Poll<Result<(), Failed>> {
         loop {
             // Bytes already read go out before anything else is read.
@@ -117,31 +119,29 @@ impl Pump {
                     .buf
                     .as_ref()
                     .expect("a pump with pending bytes holds a buffer");
-                match dst.try_write(&buf[self.start..self.end]) {
-                    Ok(n) => {
-                        self.start += n;
-                        self.sent(n);
-                        if self.start == self.end {
-                            give_buffer(self.buf.take().expect("checked above"));
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(dst.poll_write_ready(cx)).map_err(|_| Failed::Writer)?;
-                    }
-                    Err(_) => return Poll::Ready(Err(Failed::Writer)),
+                let n = ready!(Pin::new(&mut *dst).poll_write(cx, &buf[self.start..self.end]))
+                    .map_err(|_| Failed::Writer)?;
+                if n == 0 {
+                    return Poll::Ready(Err(Failed::Writer));
+                }
+                self.start += n;
+                self.sent(n);
+                if self.start == self.end {
+                    give_buffer(self.buf.take().expect("checked above"));
                 }
                 continue;
             }
             if self.in_pipe > 0 {
                 let pipe = self.pipe.as_ref().expect("bytes in the pipe mean a pipe");
-                let (fd, len) = (dst.as_raw_fd(), self.in_pipe);
-                match dst.try_io(Interest::WRITABLE, || pipe.drain(fd, len)) {
+                let socket: &TcpStream = dst.as_ref();
+                let (fd, len) = (socket.as_raw_fd(), self.in_pipe);
+                match socket.try_io(Interest::WRITABLE, || pipe.drain(fd, len)) {
                     Ok(n) => {
                         self.in_pipe -= n;
                         self.sent(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(dst.poll_write_ready(cx)).map_err(|_| Failed::Writer)?;
+                        ready!(socket.poll_write_ready(cx)).map_err(|_| Failed::Writer)?;
                     }
                     Err(_) => return Poll::Ready(Err(Failed::Writer)),
                 }
@@ -149,7 +149,8 @@ impl Pump {
             }
             if self.eof {
                 // Forward the FIN; the other direction keeps flowing (half-close).
-                match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+                let socket: &TcpStream = dst.as_ref();
+                match socket2::SockRef::from(socket).shutdown(Shutdown::Write) {
                     Err(e) if e.kind() != io::ErrorKind::NotConnected => {
                         return Poll::Ready(Err(Failed::Writer));
                     }
@@ -158,36 +159,49 @@ impl Pump {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            ready!(src.poll_read_ready(cx)).map_err(|_| Failed::Reader)?;
+            // Wait for data before borrowing a buffer or a pipe for it.
+            let socket: &TcpStream = src.as_ref();
+            ready!(socket.poll_read_ready(cx)).map_err(|_| Failed::Reader)?;
             if self.bulk {
-                self.splice_in(src)?;
+                self.splice_in(socket)?;
             } else {
-                self.read_in(src)?;
+                ready!(self.read_in(cx, src))?;
             }
         }
     }
 
-    /// One read into a pooled buffer.
-    fn read_in(&mut self, src: &TcpStream) -> Result<(), Failed> {
+    /// One read into a pooled buffer. A read shorter than the buffer tells tokio the socket is
+    /// drained, which saves the read that would only have said "would block".
+    fn read_in(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut ReadHalf<'_>,
+    ) -> Poll<Result<(), Failed>> {
         let mut buf = self.buf.take().unwrap_or_else(take_buffer);
-        match src.try_read(&mut buf) {
-            Ok(0) => {
-                self.eof = true;
-                give_buffer(buf);
+        let mut read = ReadBuf::new(&mut buf);
+        match Pin::new(src).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                if n == 0 {
+                    self.eof = true;
+                    give_buffer(buf);
+                } else {
+                    self.bulk = n == buf.len();
+                    self.start = 0;
+                    self.end = n;
+                    self.buf = Some(buf);
+                }
+                Poll::Ready(Ok(()))
             }
-            Ok(n) => {
-                self.bulk = n == buf.len();
-                self.start = 0;
-                self.end = n;
-                self.buf = Some(buf);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_buffer(buf),
-            Err(_) => {
+            Poll::Ready(Err(_)) => {
                 give_buffer(buf);
-                return Err(Failed::Reader);
+                Poll::Ready(Err(Failed::Reader))
+            }
+            Poll::Pending => {
+                give_buffer(buf);
+                Poll::Pending
             }
         }
-        Ok(())
     }
 
     /// One splice from the socket into the pipe (the pipe is empty here).
@@ -250,11 +264,13 @@ impl Drop for Pump {
 
 /// Relays until both directions are finished, one side fails, or nothing moves for `idle`.
 pub async fn relay(
-    client: &TcpStream,
-    server: &TcpStream,
+    client: &mut TcpStream,
+    server: &mut TcpStream,
     idle: Duration,
     metrics: &ServerMetrics,
 ) -> Outcome {
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
     let mut up = Pump::default();
     let mut down = Pump::default();
     let sleep = tokio::time::sleep(idle);
@@ -264,7 +280,7 @@ pub async fn relay(
         let moved = (up.total, down.total, up.done, down.done);
         let mut result = None;
         if !up.done
-            && let Poll::Ready(Err(f)) = up.poll(cx, client, server)
+            && let Poll::Ready(Err(f)) = up.poll(cx, &mut client_read, &mut server_write)
         {
             result = Some(match f {
                 Failed::Reader => End::ClientError,
@@ -273,7 +289,7 @@ pub async fn relay(
         }
         if result.is_none()
             && !down.done
-            && let Poll::Ready(Err(f)) = down.poll(cx, server, client)
+            && let Poll::Ready(Err(f)) = down.poll(cx, &mut server_read, &mut client_write)
         {
             result = Some(match f {
                 Failed::Reader => End::ServerError,
