@@ -40,13 +40,7 @@ async fn post(admin: SocketAddr, path: &str, token: Option<&str>) -> (u16, Strin
 #[tokio::test]
 async fn status_reports_every_server_with_its_reason() {
     let nodes = three_nodes().await;
-    let mut rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let mut rh = serve(es_backend(&nodes)).await;
     let admin = rh.admin().await;
     let _ = names(rh.listener("es").await, 3).await;
     nodes[1].set(|b| b.status = ClusterStatus::Red);
@@ -97,13 +91,7 @@ async fn drain_stops_new_connections_and_lets_open_ones_finish() {
         .server("a", e1.addr)
         .server("b", e2.addr)
         .check("type", "tcp");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("echo", "echo")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let rh = serve(backend).await;
     let (addr, admin) = (rh.listener("echo").await, rh.admin().await);
     let mut open = TcpStream::connect(addr).await.unwrap(); // goes to "a"
     open.write_all(b"1").await.unwrap();
@@ -148,13 +136,7 @@ async fn drain_stops_new_connections_and_lets_open_ones_finish() {
 #[tokio::test]
 async fn maint_pauses_health_checks_and_ready_resumes_them() {
     let nodes = three_nodes().await;
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let rh = serve(es_backend(&nodes)).await;
     let admin = rh.admin().await;
     assert_eq!(post(admin, "/servers/es/es-2/maint", None).await.0, 200);
     let checks = nodes[1].health_requests();
@@ -200,13 +182,7 @@ async fn admin_state_survives_a_reload() {
 #[tokio::test]
 async fn unknown_names_are_404_and_bad_requests_400() {
     let nodes = three_nodes().await;
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let rh = serve(es_backend(&nodes)).await;
     let admin = rh.admin().await;
     let (code, body) = post(admin, "/servers/nope/es-1/drain", None).await;
     assert_eq!(
@@ -250,13 +226,7 @@ async fn unknown_names_are_404_and_bad_requests_400() {
 #[tokio::test]
 async fn garbage_and_oversized_requests_never_hurt_the_proxy() {
     let nodes = three_nodes().await;
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let rh = serve(es_backend(&nodes)).await;
     let (addr, admin) = (rh.listener("es").await, rh.admin().await);
     let huge_header = format!(
         "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
@@ -502,9 +472,7 @@ async fn the_cli_shows_a_status_table_and_drains_with_wait() {
 #[tokio::test]
 async fn the_access_log_has_a_line_per_connection() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
+    let backend = echo_backend(&echo);
     let config = ConfigBuilder::new()
         .top("access_log: true")
         .listener("echo", "echo")

@@ -18,13 +18,7 @@ async fn leaves_and_returns(
     heals: fn(&mut Behaviour),
     reason: &str,
 ) {
-    let mut rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let mut rh = serve(backend).await;
     let addr = rh.listener("es").await;
     assert_eq!(
         tally(&names(addr, 9).await).len(),
@@ -162,13 +156,7 @@ async fn node_without_master_answers_503_to_a_cluster_wide_check() {
 #[tokio::test]
 async fn the_default_check_asks_for_the_nodes_own_view() {
     let nodes = three_nodes().await;
-    let _rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let _rh = serve(es_backend(&nodes)).await;
     assert_eq!(nodes[0].last_health_query().as_deref(), Some("local=true"));
 }
 
@@ -189,13 +177,7 @@ async fn malformed_health_answer_fails_the_check() {
 async fn refused_connection_fails_the_check_and_a_restarted_node_returns() {
     let mut nodes = three_nodes().await;
     let addr2 = nodes[1].addr();
-    let mut rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let mut rh = serve(es_backend(&nodes)).await;
     let addr = rh.listener("es").await;
     nodes.remove(1).stop().await;
     let status = rh.notify.wait_status(&["DEGRADED"], SOON).await;
@@ -249,13 +231,7 @@ async fn http_check_wants_2xx() {
 async fn tcp_check_only_wants_a_connection() {
     let nodes = three_nodes().await;
     let backend = es_backend(&nodes).check("type", "tcp");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let rh = serve(backend).await;
     let addr = rh.listener("es").await;
     nodes[1].set(|b| b.status = ClusterStatus::Red);
     // a red node still accepts connections: a tcp check cannot tell

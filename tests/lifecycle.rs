@@ -9,9 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn echo_config(echo: &EchoServer, top: &str) -> String {
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
+    let backend = echo_backend(echo);
     ConfigBuilder::new()
         .top(top)
         .listener("echo", "echo")

@@ -31,9 +31,7 @@ async fn scrape_when(admin: SocketAddr, ready: impl Fn(&Scrape) -> bool) -> Scra
 }
 
 async fn echo_roundhouse(echo: &EchoServer, extra: Backend) -> Roundhouse {
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
+    let backend = echo_backend(echo);
     let config = ConfigBuilder::new()
         .listener("echo", "echo")
         .backend(backend)
@@ -154,13 +152,7 @@ async fn open_connections_are_counted_while_open() {
 #[tokio::test]
 async fn server_state_and_cluster_colour_follow_health() {
     let nodes = three_nodes().await;
-    let mut rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let mut rh = serve(es_backend(&nodes)).await;
     let admin = rh.admin().await;
     let es2 = [("backend", "es"), ("server", "es-2")];
     let m = Scrape::from(admin).await;
@@ -265,9 +257,7 @@ async fn refused_clients_are_counted_by_reason() {
 #[tokio::test]
 async fn clients_beyond_max_connections_are_counted() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
+    let backend = echo_backend(&echo);
     let config = ConfigBuilder::new()
         .listener_at("echo", "127.0.0.1:0", "echo", ", max_connections: 1")
         .backend(backend);
@@ -308,13 +298,7 @@ async fn connect_failures_are_counted() {
         .check("interval", "1h")
         .check("timeout", "1s")
         .check("fall", "5");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let rh = serve(backend).await;
     let (addr, admin) = (rh.listener("es").await, rh.admin().await);
     nodes.remove(0).stop().await;
     let seen = names(addr, 6).await;
@@ -344,9 +328,7 @@ async fn counters_survive_a_reload_and_removed_servers_disappear() {
     let echo = EchoServer::start().await;
     let other = EchoServer::start().await;
     let backend = |with_other: bool| {
-        let b = Backend::new("echo")
-            .server("echo-1", echo.addr)
-            .check("type", "tcp");
+        let b = echo_backend(&echo);
         if with_other {
             b.server("echo-2", other.addr)
         } else {
@@ -428,13 +410,7 @@ async fn counters_survive_a_reload_and_removed_servers_disappear() {
 async fn promtool_finds_nothing_to_complain_about() {
     let nodes = three_nodes().await;
     nodes[0].set(|b| b.status = ClusterStatus::Yellow);
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let rh = serve(es_backend(&nodes)).await;
     let _ = names(rh.listener("es").await, 3).await;
     let m = Scrape::from(rh.admin().await).await;
     let mut child = std::process::Command::new("promtool")

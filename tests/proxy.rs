@@ -12,13 +12,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn round_robin_is_even() {
     let nodes = three_nodes().await;
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let rh = serve(es_backend(&nodes)).await;
     let addr = rh.listener("es").await;
     let seen = names(addr, 30).await;
     let counts = tally(&seen);
@@ -39,13 +33,7 @@ async fn weights_are_respected() {
         .server("es-1", nodes[0].addr())
         .weighted("es-2", nodes[1].addr(), 2)
         .server("es-3", nodes[2].addr());
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let rh = serve(backend).await;
     let counts = tally(&names(rh.listener("es").await, 40).await);
     assert_eq!(counts["es-1"], 10, "{counts:?}");
     assert_eq!(counts["es-2"], 20, "{counts:?}");
@@ -60,13 +48,7 @@ async fn connect_retry_skips_a_dead_server_the_checks_have_not_caught() {
         .check("interval", "1h")
         .check("timeout", "1s")
         .check("fall", "3");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let rh = serve(backend).await;
     let addr = rh.listener("es").await;
     nodes.remove(1).stop().await; // es-2 stops listening
     let seen = names(addr, 12).await;
@@ -93,13 +75,7 @@ async fn no_healthy_server_closes_the_client_at_once() {
     for n in &nodes {
         n.set(|b| b.mode = Mode::NoMaster);
     }
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("es", "es")
-            .backend(es_backend(&nodes))
-            .yaml(),
-    )
-    .await;
+    let rh = serve(es_backend(&nodes)).await;
     let addr = rh.listener("es").await;
     let started = Instant::now();
     let mut s = TcpStream::connect(addr).await.expect("accepted");
@@ -129,16 +105,8 @@ async fn no_healthy_server_closes_the_client_at_once() {
 #[tokio::test]
 async fn bytes_are_relayed_exactly_with_half_close() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("echo", "echo")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let backend = echo_backend(&echo);
+    let rh = serve(backend).await;
     let addr = rh.listener("echo").await;
     let data: Vec<u8> = (0..32 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -205,17 +173,8 @@ async fn a_server_that_answers_after_the_client_fin_is_still_heard() {
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp")
-        .with("timeouts", "{ idle: 300ms }");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("echo", "echo")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let backend = echo_backend(&echo).with("timeouts", "{ idle: 300ms }");
+    let rh = serve(backend).await;
     let mut s = TcpStream::connect(rh.listener("echo").await).await.unwrap();
     // traffic keeps it open past the timeout...
     let mut quiet = Instant::now();
@@ -244,9 +203,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn max_connections_refuses_beyond_the_limit() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
+    let backend = echo_backend(&echo);
     let config = ConfigBuilder::new()
         .listener_at("echo", "127.0.0.1:0", "echo", ", max_connections: 2")
         .backend(backend);
@@ -283,17 +240,8 @@ async fn max_connections_refuses_beyond_the_limit() {
 #[tokio::test]
 async fn running_out_of_file_descriptors_pauses_accepting_and_keeps_serving() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp")
-        .check("interval", "1h");
-    let rh = Roundhouse::start(
-        &ConfigBuilder::new()
-            .listener("echo", "echo")
-            .backend(backend)
-            .yaml(),
-    )
-    .await;
+    let backend = echo_backend(&echo).check("interval", "1h");
+    let rh = serve(backend).await;
     let addr = rh.listener("echo").await;
     // leave room for a few proxied connections (two descriptors each), then starve it
     let open_fds = std::fs::read_dir(format!("/proc/{}/fd", rh.pid()))

@@ -163,9 +163,7 @@ async fn an_unchanged_listener_keeps_its_socket() {
 #[tokio::test]
 async fn listeners_are_added_and_removed_and_removed_ones_drain() {
     let echo = EchoServer::start().await;
-    let backend = Backend::new("echo")
-        .server("echo-1", echo.addr)
-        .check("type", "tcp");
+    let backend = echo_backend(&echo);
     let one = ConfigBuilder::new()
         .listener("a", "echo")
         .backend(backend.clone());

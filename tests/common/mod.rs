@@ -39,3 +39,22 @@ pub fn es_backend(nodes: &[FakeNode]) -> Backend {
         .iter()
         .fold(Backend::new("es"), |b, n| b.server(n.name(), n.addr()))
 }
+
+/// A backend `echo` with one server `echo-1`, checked by TCP connect.
+pub fn echo_backend(echo: &EchoServer) -> Backend {
+    Backend::new("echo")
+        .server("echo-1", echo.addr)
+        .check("type", "tcp")
+}
+
+/// roundhouse with one listener, named like the backend, in front of `backend`; ready to serve.
+pub async fn serve(backend: Backend) -> Roundhouse {
+    let name = backend.name.clone();
+    Roundhouse::start(
+        &ConfigBuilder::new()
+            .listener(&name, &name)
+            .backend(backend)
+            .yaml(),
+    )
+    .await
+}

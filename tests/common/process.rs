@@ -70,7 +70,10 @@ impl Lines {
                 return;
             }
             if tokio::time::timeout_at(deadline, added).await.is_err() {
-                panic!("fewer than {n} lines with {needle:?} within {timeout:?}; stderr was:\n{}", self.text());
+                panic!(
+                    "fewer than {n} lines with {needle:?} within {timeout:?}; stderr was:\n{}",
+                    self.text()
+                );
             }
         }
     }
