@@ -21,15 +21,15 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend named `name` with an Elasticsearch check every 100ms (rise 2, fall 2).
+    /// A backend named `name` with an Elasticsearch check every 200ms (rise 2, fall 2).
     pub fn new(name: &str) -> Backend {
         Backend {
             name: name.into(),
             servers: Vec::new(),
             health_check: vec![
                 "type: elasticsearch".into(),
-                "interval: 100ms".into(),
-                "timeout: 100ms".into(),
+                "interval: 200ms".into(),
+                "timeout: 200ms".into(),
                 "rise: 2".into(),
                 "fall: 2".into(),
             ],
