@@ -170,10 +170,8 @@ async fn admin_state_survives_a_reload() {
     let mut rh = Roundhouse::start(&config.yaml()).await;
     let admin = rh.admin().await;
     assert_eq!(post(admin, "/servers/es/es-3/drain", None).await.0, 200);
-    rh.write_config(&config.yaml().replacen("rise: 2", "rise: 3", 1));
-    rh.notify.messages.clear();
-    rh.signal(libc::SIGHUP);
-    rh.notify.wait_for(&["READY=1"], SOON).await;
+    rh.reload(&config.yaml().replacen("rise: 2", "rise: 3", 1))
+        .await;
     assert_eq!(server(&status(admin).await, "es", "es-3")["state"], "drain");
     let status_line = rh.notify.last_status().unwrap();
     assert_eq!(status_line, "DEGRADED: es: 2/3 servers up (es-3: draining)");

@@ -354,10 +354,7 @@ async fn counters_survive_a_reload_and_removed_servers_disappear() {
         before.get("roundhouse_server_connections_total", &ECHO),
         2.0
     );
-    rh.write_config(&config(false));
-    rh.notify.messages.clear();
-    rh.signal(libc::SIGHUP);
-    rh.notify.wait_for(&["READY=1"], SOON).await;
+    rh.reload(&config(false)).await;
     let after = Scrape::from(admin).await;
     assert_eq!(
         after.get("roundhouse_server_connections_total", &ECHO),
@@ -380,10 +377,7 @@ async fn counters_survive_a_reload_and_removed_servers_disappear() {
         2.0
     );
     // a rejected reload is counted and flagged
-    rh.write_config("enabled: false\n");
-    rh.notify.messages.clear();
-    rh.signal(libc::SIGHUP);
-    rh.notify.wait_for(&["READY=1"], SOON).await;
+    rh.reload("enabled: false\n").await;
     let rejected = Scrape::from(admin).await;
     assert_eq!(
         rejected.get("roundhouse_config_reloads_total", &[("result", "failure")]),

@@ -19,46 +19,15 @@ fn es_config(nodes: &[&FakeNode]) -> ConfigBuilder {
     ConfigBuilder::new().listener("es", "es").backend(backend)
 }
 
-/// Sends SIGHUP and waits for the reload to finish (systemd's RELOADING=1 ... READY=1).
-async fn reload(rh: &mut Roundhouse, yaml: &str) -> String {
-    rh.write_config(yaml);
-    rh.notify.messages.clear();
-    rh.signal(libc::SIGHUP);
-    rh.notify
-        .wait_for(&["RELOADING=1", "MONOTONIC_USEC="], SOON)
-        .await;
-    let ready = rh.notify.wait_for(&["READY=1"], SOON).await;
-    let reloading = rh
-        .notify
-        .messages
-        .iter()
-        .position(|m| m.contains("RELOADING=1"))
-        .unwrap();
-    let done = rh
-        .notify
-        .messages
-        .iter()
-        .position(|m| m.contains("READY=1"))
-        .unwrap();
-    assert!(
-        reloading < done,
-        "RELOADING=1 comes before READY=1: {:?}",
-        rh.notify.messages
-    );
-    ready
-}
-
 #[tokio::test]
 async fn a_valid_reload_applies_new_servers() {
     let nodes = three_nodes().await;
     let mut rh = Roundhouse::start(&es_config(&[&nodes[0], &nodes[1]]).yaml()).await;
     let addr = rh.listener("es").await;
     assert_eq!(tally(&names(addr, 6).await).len(), 2);
-    let ready = reload(
-        &mut rh,
-        &es_config(&[&nodes[0], &nodes[1], &nodes[2]]).yaml(),
-    )
-    .await;
+    let ready = rh
+        .reload(&es_config(&[&nodes[0], &nodes[1], &nodes[2]]).yaml())
+        .await;
     assert!(ready.contains("STATUS="), "{ready}");
     rh.notify
         .wait_for_status(&["serving 1 listener; es: 3/3 servers up"], SOON)
@@ -82,7 +51,7 @@ async fn a_bad_reload_keeps_the_old_config() {
         &format!("address: \"{}\"", nodes[1].addr()),
         "address: \"10.0.0.x:9200\"",
     );
-    let ready = reload(&mut rh, &bad).await;
+    let ready = rh.reload(&bad).await;
     let status = ready
         .lines()
         .find_map(|l| l.strip_prefix("STATUS="))
@@ -123,7 +92,7 @@ async fn a_bad_reload_keeps_the_old_config() {
         "{stderr}"
     );
     // the next good reload clears the rejection
-    reload(&mut rh, &good.yaml()).await;
+    rh.reload(&good.yaml()).await;
     assert_eq!(
         rh.notify.last_status().unwrap(),
         "serving 1 listener; es: 3/3 servers up"
@@ -135,7 +104,9 @@ async fn a_reload_to_a_disabled_file_is_rejected() {
     let nodes = three_nodes().await;
     let good = es_config(&[&nodes[0]]).yaml();
     let mut rh = Roundhouse::start(&good).await;
-    let ready = reload(&mut rh, &good.replace("enabled: true", "enabled: false")).await;
+    let ready = rh
+        .reload(&good.replace("enabled: true", "enabled: false"))
+        .await;
     assert!(ready.contains("has enabled: false"), "{ready}");
     assert!(ready.contains("still serving config loaded at"), "{ready}");
     assert_eq!(node_name(rh.listener("es").await).await.unwrap(), "es-1");
@@ -146,7 +117,7 @@ async fn an_unchanged_listener_keeps_its_socket() {
     let nodes = three_nodes().await;
     let mut rh = Roundhouse::start(&es_config(&[&nodes[0]]).yaml()).await;
     let before = rh.listener("es").await;
-    reload(&mut rh, &es_config(&[&nodes[1]]).yaml()).await;
+    rh.reload(&es_config(&[&nodes[1]]).yaml()).await;
     assert_eq!(
         rh.stderr.count("listening listener=es"),
         1,
@@ -176,7 +147,7 @@ async fn listeners_are_added_and_removed_and_removed_ones_drain() {
     let two = ConfigBuilder::new()
         .listener_at("b", "127.0.0.2:0", "echo", "")
         .backend(backend);
-    reload(&mut rh, &two.yaml()).await;
+    rh.reload(&two.yaml()).await;
     let b = rh.listener("b").await;
     assert_eq!(b.ip().to_string(), "127.0.0.2");
     let mut fresh = TcpStream::connect(b)
@@ -211,7 +182,7 @@ async fn a_bind_failure_rejects_the_reload() {
     let bad = good
         .clone()
         .listener_at("more", &port.to_string(), "es", "");
-    let ready = reload(&mut rh, &bad.yaml()).await;
+    let ready = rh.reload(&bad.yaml()).await;
     assert!(
         ready.contains(&format!(
             "listeners[1].bind: cannot bind {port}: Address already in use"
@@ -237,7 +208,7 @@ async fn servers_that_stay_keep_their_health() {
     let ups = rh.stderr.count("server is up");
     // reload with other health settings: es-2 stays down with its reason, nobody flaps
     let changed = config.yaml().replacen("rise: 2", "rise: 3", 1);
-    let ready = reload(&mut rh, &changed).await;
+    let ready = rh.reload(&changed).await;
     assert!(
         ready.contains("DEGRADED: es: 2/3 servers up (es-2: cluster status red)"),
         "{ready}"
@@ -264,11 +235,8 @@ async fn new_servers_are_checked_at_once_and_settings_apply_at_once() {
     let mut rh = Roundhouse::start(&slow(&[&nodes[0], &nodes[1]], "[green, yellow]")).await;
     nodes[0].set(|b| b.status = ClusterStatus::Yellow);
     let started = Instant::now();
-    reload(
-        &mut rh,
-        &slow(&[&nodes[0], &nodes[1], &nodes[2]], "[green]"),
-    )
-    .await;
+    rh.reload(&slow(&[&nodes[0], &nodes[1], &nodes[2]], "[green]"))
+        .await;
     rh.stderr
         .wait_for(&["server is up", "server=es-3"], SOON)
         .await;
@@ -302,7 +270,7 @@ async fn a_removed_server_gets_no_new_connections_and_its_open_ones_drain() {
     open.write_all(b"a").await.unwrap();
     open.read_exact(&mut [0u8; 1]).await.unwrap();
     assert_eq!(echo1.connections(), 1);
-    reload(&mut rh, &config(&[("two", &echo2)])).await;
+    rh.reload(&config(&[("two", &echo2)])).await;
     for _ in 0..3 {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"b").await.unwrap();
@@ -356,7 +324,7 @@ async fn twenty_reloads_under_load_lose_no_request() {
         // spread the reloads over a second or so of client traffic
         tokio::time::sleep(Duration::from_millis(50)).await;
         let yaml = if i % 2 == 0 { b.yaml() } else { a.yaml() };
-        let ready = reload(&mut rh, &yaml).await;
+        let ready = rh.reload(&yaml).await;
         assert!(!ready.contains("rejected"), "{ready}");
     }
     stop.notify_waiters();

@@ -212,9 +212,7 @@ async fn insecure_skip_verify_works_and_is_logged_at_every_load() {
     rh.stderr
         .wait_for(&["WARN", warning, "backend=es"], SOON)
         .await;
-    rh.notify.messages.clear();
-    rh.signal(libc::SIGHUP);
-    rh.notify.wait_for(&["READY=1"], SOON).await;
+    rh.reload(&yaml).await;
     rh.stderr.wait_count(warning, 2, SOON).await; // warned again at the reload
 }
 

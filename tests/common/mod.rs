@@ -6,11 +6,12 @@
 pub mod certs;
 pub mod config;
 pub mod net;
+pub mod opensearch;
 pub mod process;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
-pub use net::{EchoServer, http_get, http_post, names, node_name, tally};
+pub use net::{EchoServer, http_get, http_post, http_send, names, node_name, tally};
 pub use process::{Roundhouse, run_cli};
 pub use roundhouse::demo::{FakeNode, Mode, Security};
 pub use scrape::Scrape;

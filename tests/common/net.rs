@@ -33,6 +33,25 @@ pub async fn http_post(
     .await
 }
 
+/// `METHOD path` with a JSON body (if any) and `Connection: close`; returns the status code and
+/// the body. Enough HTTP for talking to a real node through roundhouse.
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let body = json.unwrap_or("");
+    request(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: es\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
 async fn request(addr: SocketAddr, head: &str) -> io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(head.as_bytes()).await?;

@@ -83,7 +83,7 @@ impl Lines {
         self.all().iter().filter(|l| l.contains(needle)).count()
     }
 
-    fn capture(stream: impl AsyncRead + Unpin + Send + 'static) -> Lines {
+    pub fn capture(stream: impl AsyncRead + Unpin + Send + 'static) -> Lines {
         let lines = Lines::default();
         let l = lines.clone();
         tokio::spawn(async move {
@@ -271,6 +271,28 @@ impl Roundhouse {
     /// Replaces the config file (for a reload).
     pub fn write_config(&self, yaml: &str) {
         std::fs::write(&self.config, yaml).expect("write config");
+    }
+
+    /// Writes a new config file, sends SIGHUP and waits for the reload to finish (systemd's
+    /// `RELOADING=1` ... `READY=1`, in that order); returns the `READY=1` message.
+    pub async fn reload(&mut self, yaml: &str) -> String {
+        self.write_config(yaml);
+        self.notify.messages.clear();
+        self.signal(libc::SIGHUP);
+        self.notify
+            .wait_for(&["RELOADING=1", "MONOTONIC_USEC="], Duration::from_secs(5))
+            .await;
+        let ready = self
+            .notify
+            .wait_for(&["READY=1"], Duration::from_secs(5))
+            .await;
+        let position = |needle: &str| self.notify.messages.iter().position(|m| m.contains(needle));
+        assert!(
+            position("RELOADING=1") < position("READY=1"),
+            "RELOADING=1 comes before READY=1: {:?}",
+            self.notify.messages
+        );
+        ready
     }
 
     /// The process id.

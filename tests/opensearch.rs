@@ -1,0 +1,520 @@
+//! roundhouse in front of real OpenSearch 2.19 nodes (one JVM each, see
+//! `tests/fixtures/opensearch-node`): the failures this project exists for, produced by the real
+//! engine rather than by our own idea of it.
+//!
+//! Ignored in a plain `cargo test` (they need Java 17 and Maven, and a few minutes). Run them with
+//! `cargo test --test opensearch -- --ignored`; `.ci/run` does. They take turns: one cluster at a
+//! time on a small machine.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::opensearch::{Cluster, Node, NodeSpec, call, free_port, lone_node, ok, take_turn};
+use common::scrape::{server, status};
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Long enough for a busy machine running three JVMs to notice what the engine does.
+const NOTICE: Duration = Duration::from_secs(30);
+
+/// A backend `es` over these nodes, checked the way the README recommends for production:
+/// node-local cluster health, cluster `prod`, at least 2 nodes; every second with a 1s timeout.
+fn backend(nodes: &[&Node]) -> Backend {
+    nodes
+        .iter()
+        .fold(Backend::new("es"), |b, n| b.server(&n.name, n.http))
+        .check("interval", "1s")
+        .check("timeout", "1s")
+        .check("cluster_name", "prod")
+        .check("min_nodes", "2")
+}
+
+fn all(cluster: &Cluster) -> Vec<&Node> {
+    cluster.nodes.iter().collect()
+}
+
+/// roundhouse in front of `backend`, once every server has a settled state.
+async fn front(backend: Backend, settled: &str) -> Roundhouse {
+    let mut rh = serve(backend).await;
+    rh.notify.wait_for_status(&[settled], NOTICE).await;
+    rh
+}
+
+async fn connections(rh: &Roundhouse, node: &str) -> f64 {
+    Scrape::from(rh.admin().await).await.get(
+        "roundhouse_server_connections_total",
+        &[("backend", "es"), ("server", node)],
+    )
+}
+
+async fn assert_closed_at_once(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let n = tokio::time::timeout(SOON, s.read(&mut [0u8; 16]))
+        .await
+        .expect("closed, not hung");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_green_cluster_is_spread_round_robin_and_serves_real_requests() {
+    let _turn = take_turn().await;
+    let started = Instant::now();
+    let cluster = Cluster::start("prod", "n", 3).await;
+    eprintln!("3-node cluster green in {:?}", started.elapsed());
+    let rh = front(backend(&all(&cluster)), "es: 3/3 servers up").await;
+    let addr = rh.listener("es").await;
+
+    let counts = tally(&names(addr, 9).await);
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("n1".into(), 3), ("n2".into(), 3), ("n3".into(), 3)]
+    );
+
+    // a client's whole path through roundhouse: create an index, write, search it back
+    ok(
+        addr,
+        "PUT",
+        "/books",
+        Some(r#"{"settings":{"number_of_shards":3,"number_of_replicas":1}}"#),
+    )
+    .await;
+    for i in 0..30 {
+        let doc = format!(r#"{{"title":"book {i}","n":{i}}}"#);
+        ok(addr, "PUT", &format!("/books/_doc/{i}"), Some(&doc)).await;
+    }
+    ok(addr, "POST", "/books/_refresh", None).await;
+    let found = ok(addr, "GET", "/books/_search?q=title:book&size=100", None).await;
+    assert_eq!(found["hits"]["total"]["value"], 30, "{found}");
+    let doc = ok(addr, "GET", "/books/_doc/7", None).await;
+    assert_eq!(doc["_source"]["n"], 7, "{doc}");
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_yellow_cluster_stays_in_rotation_only_when_yellow_is_accepted() {
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    // more replicas than nodes: one replica can never be assigned
+    let n1 = cluster.node("n1").http;
+    let wide = r#"{"settings":{"number_of_shards":1,"number_of_replicas":3}}"#;
+    ok(n1, "PUT", "/wide", Some(wide)).await;
+    for node in &cluster.nodes {
+        node.wait_health("yellow", |h| h["status"] == "yellow")
+            .await;
+    }
+
+    let tolerant = front(backend(&all(&cluster)), "es: 3/3 servers up").await;
+    let addr = tolerant.listener("es").await;
+    assert_eq!(tally(&names(addr, 6).await).len(), 3);
+    assert_eq!(
+        tolerant.notify.last_status().unwrap(),
+        "serving 1 listener; es: 3/3 servers up"
+    );
+
+    let strict = backend(&all(&cluster))
+        .check("expect_status", "[green]")
+        .with("when_all_unhealthy", "fail_closed");
+    let mut strict = serve(strict).await;
+    let line = strict
+        .notify
+        .wait_for_status(&["DOWN: es: no healthy server"], NOTICE)
+        .await;
+    assert_eq!(
+        line,
+        "DOWN: es: no healthy server (n1: cluster status yellow; n2: cluster status yellow; n3: cluster status yellow)"
+    );
+    let st = status(strict.admin().await).await;
+    for name in ["n1", "n2", "n3"] {
+        let s = server(&st, "es", name);
+        assert_eq!(s["reason"], "cluster status yellow", "{s:#}");
+        assert_eq!(s["elasticsearch"]["status"], "yellow", "{s:#}");
+    }
+    assert_closed_at_once(strict.listener("es").await).await;
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_that_elected_itself_master_of_one_never_gets_a_client() {
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    // same cluster name, no seeds, itself as its only initial cluster manager
+    let lone = lone_node("prod", "n4").await;
+    let health = lone.health().await;
+    assert_eq!(
+        (&health["status"], &health["number_of_nodes"]),
+        (&"green".into(), &1.into()),
+        "the engine calls it healthy: {health}"
+    );
+
+    let mut nodes = all(&cluster);
+    nodes.push(&lone);
+    let rh = front(
+        backend(&nodes),
+        "DEGRADED: es: 3/4 servers up (n4: sees 1 node, want at least 2 (isolated?))",
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    let counts = tally(&names(addr, 12).await);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(!counts.contains_key("n4"), "{counts:?}");
+    assert_eq!(connections(&rh, "n4").await, 0.0);
+    let st = status(rh.admin().await).await;
+    let n4 = server(&st, "es", "n4");
+    assert_eq!(n4["reason"], "sees 1 node, want at least 2 (isolated?)");
+    assert_eq!(n4["elasticsearch"]["number_of_nodes"], 1);
+    assert_eq!(n4["elasticsearch"]["status"], "green");
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_stuck_in_discovery_stays_out() {
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 2).await;
+    // seeds that lead nowhere and nobody to bootstrap with: it never finds a cluster manager
+    let stuck = Node::start(NodeSpec {
+        cluster: "prod".into(),
+        name: "stuck".into(),
+        transport_port: free_port(),
+        seeds: vec![free_port()],
+        initial_managers: Vec::new(),
+    })
+    .await;
+    let (code, seen) = call(stuck.http, "GET", "/_cluster/health?local=true", None).await;
+    eprintln!("a node stuck in discovery answers {code}: {seen}");
+
+    let mut nodes = all(&cluster);
+    nodes.push(&stuck);
+    let rh = front(
+        backend(&nodes),
+        "DEGRADED: es: 2/3 servers up (stuck: has not discovered a master (stuck in discovery?))",
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    let counts = tally(&names(addr, 8).await);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["n1", "n2"],
+        "{counts:?}"
+    );
+    assert_eq!(connections(&rh, "stuck").await, 0.0);
+}
+
+/// Clients asking `GET /` through `addr` in a loop until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<String>, Vec<Instant>)>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let (mut answered, mut failed) = (Vec::new(), Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let asked = Instant::now();
+                        match node_name(addr).await {
+                            Ok(name) => answered.push(name),
+                            Err(_) => failed.push(asked),
+                        }
+                    }
+                    (answered, failed)
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Stops the clients; returns every answer's node name and when each failed request was sent.
+    async fn finish(self) -> (Vec<String>, Vec<Instant>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut answered, mut failed) = (Vec::new(), Vec::new());
+        for t in self.tasks {
+            let (a, f) = t.await.expect("client task");
+            answered.extend(a);
+            failed.extend(f);
+        }
+        (answered, failed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_killed_node_leaves_rotation_and_only_its_requests_in_flight_fail() {
+    const CLIENTS: usize = 8;
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    let mut rh = front(
+        backend(&all(&cluster)).with("retries", "2"),
+        "es: 3/3 servers up",
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    let load = Load::start(addr, CLIENTS);
+    tokio::time::sleep(Duration::from_secs(1)).await; // a second of traffic before the kill
+
+    let killed = Instant::now();
+    cluster.nodes[2].kill().await;
+    let line = rh
+        .notify
+        .wait_status(&["DEGRADED: es: 2/3 servers up (n3: "], NOTICE)
+        .await;
+    let out = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await; // two more seconds of traffic without it
+    let (answered, failed) = load.finish().await;
+    let counts = tally(&answered);
+    let m = Scrape::from(rh.admin().await).await;
+    let n3 = [("backend", "es"), ("server", "n3")];
+    let connected = m.get("roundhouse_server_connections_total", &n3) as usize;
+    let refused = m.get("roundhouse_server_connect_failures_total", &n3);
+    eprintln!(
+        "kill -9 n3: out of rotation after {:?} (fall 2 x interval 1s, or at once when a client's \
+         connect is refused); {} requests answered {counts:?}, {} failed; n3 took {connected} client \
+         connections, {refused} more were refused and retried on another node; status {line:?}",
+        out - killed,
+        answered.len(),
+        failed.len()
+    );
+    assert!(
+        out - killed <= Duration::from_secs(4),
+        "fall 2 x 1s, plus up to one interval until the next check, with slack: {:?}",
+        out - killed
+    );
+    // every failed request was on a connection n3 took and never answered (in flight when it
+    // died), and none sent once n3 was out of rotation failed
+    assert!(
+        failed.len() <= connected - counts["n3"],
+        "{} failed, but n3 left only {} connections unanswered",
+        failed.len(),
+        connected - counts["n3"]
+    );
+    assert!(
+        failed.iter().all(|&t| t < out),
+        "a request sent after n3 left rotation failed"
+    );
+    assert!(counts["n1"] > 100 && counts["n2"] > 100, "{counts:?}");
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_frozen_node_times_out_leaves_rotation_and_comes_back() {
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    let mut rh = front(backend(&all(&cluster)), "es: 3/3 servers up").await;
+    let addr = rh.listener("es").await;
+
+    let frozen = Instant::now();
+    cluster.node("n3").freeze();
+    let line = rh
+        .notify
+        .wait_status(
+            &["DEGRADED: es: 2/3 servers up (n3: timed out after 1s)"],
+            NOTICE,
+        )
+        .await;
+    eprintln!(
+        "SIGSTOP n3: out of rotation after {:?}: {line}",
+        frozen.elapsed()
+    );
+    let counts = tally(&names(addr, 8).await);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["n1", "n2"],
+        "{counts:?}"
+    );
+
+    let thawed = Instant::now();
+    cluster.node("n3").thaw();
+    rh.notify
+        .wait_status(&["serving 1 listener; es: 3/3 servers up"], NOTICE)
+        .await;
+    eprintln!("SIGCONT n3: back in rotation after {:?}", thawed.elapsed());
+    assert_eq!(tally(&names(addr, 9).await).len(), 3);
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_red_cluster_fails_open_to_its_survivors_but_never_to_the_isolated_node() {
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    let lone = lone_node("prod", "n4").await;
+    let n1 = cluster.node("n1").http;
+    // an index whose only copy lives on n3, and one that survives losing any node
+    let fragile = r#"{"settings":{"number_of_shards":1,"number_of_replicas":0,"index.routing.allocation.require._name":"n3"}}"#;
+    ok(n1, "PUT", "/fragile", Some(fragile)).await;
+    let sturdy = r#"{"settings":{"number_of_shards":2,"number_of_replicas":1}}"#;
+    ok(n1, "PUT", "/sturdy", Some(sturdy)).await;
+    for i in 0..10 {
+        let doc = format!(r#"{{"n":{i}}}"#);
+        ok(n1, "PUT", &format!("/sturdy/_doc/{i}"), Some(&doc)).await;
+    }
+    ok(n1, "POST", "/sturdy/_refresh", None).await;
+    for node in &cluster.nodes {
+        node.wait_health("green", |h| h["status"] == "green").await;
+    }
+
+    let mut nodes = all(&cluster);
+    nodes.push(&lone);
+    let config = |policy: &str| {
+        ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(backend(&nodes).with("when_all_unhealthy", policy))
+            .yaml()
+    };
+    let mut rh = Roundhouse::start(&config("fail_open")).await;
+    rh.notify
+        .wait_for_status(&["DEGRADED: es: 3/4 servers up (n4: "], NOTICE)
+        .await;
+    let (addr, admin) = (rh.listener("es").await, rh.admin().await);
+
+    cluster.nodes[2].kill().await;
+    cluster
+        .node("n1")
+        .wait_health("red without n3", |h| {
+            h["status"] == "red" && h["number_of_nodes"] == 2
+        })
+        .await;
+    let line = rh.notify.wait_status(&["FAIL-OPEN"], NOTICE).await;
+    assert_eq!(
+        line,
+        "DEGRADED: es: 0/4 healthy, FAIL-OPEN to 2 reachable (cluster status red; \
+         n3 excluded: connection refused; n4 excluded: sees 1 node, want at least 2 (isolated?))"
+    );
+    // the index that survived stays readable through roundhouse, on the survivors only
+    for _ in 0..4 {
+        let found = ok(addr, "GET", "/sturdy/_search?size=0", None).await;
+        assert_eq!(found["hits"]["total"]["value"], 10, "{found}");
+    }
+    let counts = tally(&names(addr, 8).await);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["n1", "n2"],
+        "{counts:?}"
+    );
+    let m = Scrape::from(admin).await;
+    assert_eq!(
+        m.get("roundhouse_backend_fail_open", &[("backend", "es")]),
+        1.0
+    );
+    assert_eq!(
+        connections(&rh, "n4").await,
+        0.0,
+        "the isolated node, never"
+    );
+    let st = status(admin).await;
+    assert_eq!(
+        st["backends"][0]["fail_open_reason"],
+        "no server passes its health check; traffic goes to n1, n2, whose only failure is the \
+         cluster colour (cluster status red; n3 excluded: connection refused; \
+         n4 excluded: sees 1 node, want at least 2 (isolated?))"
+    );
+    assert_eq!(server(&st, "es", "n4")["receiving_traffic"], false);
+
+    // the operator prefers closing: a reload to fail_closed closes clients at once
+    let ready = rh.reload(&config("fail_closed")).await;
+    assert!(ready.contains("DOWN: es: no healthy server"), "{ready}");
+    assert_closed_at_once(addr).await;
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_of_another_cluster_stays_out_naming_both_clusters() {
+    let _turn = take_turn().await;
+    let prod = lone_node("prod", "p1").await;
+    let staging = lone_node("staging", "s1").await;
+    let es = backend(&[&prod, &staging]).check("min_nodes", "1");
+    let rh = front(
+        es,
+        "DEGRADED: es: 1/2 servers up (s1: cluster_name is staging, want prod)",
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    assert_eq!(
+        tally(&names(addr, 4).await).keys().collect::<Vec<_>>(),
+        ["p1"]
+    );
+    assert_eq!(connections(&rh, "s1").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real OpenSearch nodes and opensearch-py: cargo test --test opensearch -- --ignored"]
+async fn a_real_client_loses_nothing_while_a_node_dies_and_roundhouse_reloads() {
+    const DOCS: u64 = 10_000;
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    let config = |nodes: &[&Node]| {
+        ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(backend(nodes).with("retries", "2"))
+            .yaml()
+    };
+    let three = config(&all(&cluster));
+    let mut rh = front(
+        backend(&all(&cluster)).with("retries", "2"),
+        "es: 3/3 servers up",
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    let docs = r#"{"settings":{"number_of_shards":3,"number_of_replicas":1}}"#;
+    ok(addr, "PUT", "/docs", Some(docs)).await;
+    cluster.nodes[0]
+        .wait_health("green", |h| h["status"] == "green")
+        .await;
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/opensearch-client/bulk_index.py"
+    );
+    let python = std::env::var("ROUNDHOUSE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut client = tokio::process::Command::new(&python)
+        .args([script, "127.0.0.1", &addr.port().to_string(), "docs"])
+        .arg(DOCS.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {python} (needs opensearch-py from PyPI): {e}"));
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let (mut killed, mut reloads, mut summary) = (false, 0, None);
+    while let Some(line) = tokio::time::timeout(NOTICE * 4, lines.next_line())
+        .await
+        .expect("the client keeps making progress")
+        .expect("client stdout")
+    {
+        let Some(done) = line.strip_prefix("progress ") else {
+            summary = Some(line);
+            continue;
+        };
+        let done: u64 = done.parse().expect("progress N");
+        if done >= 2_000 && !killed {
+            cluster.nodes[2].kill().await;
+            killed = true;
+        } else if done >= 4_000 && reloads == 0 {
+            // the operator takes the dead node out of the config...
+            let two = config(&[cluster.node("n1"), cluster.node("n2")]);
+            assert!(!rh.reload(&two).await.contains("rejected"));
+            reloads += 1;
+        } else if done >= 6_000 && reloads == 1 {
+            // ...and puts it back, still dead
+            assert!(!rh.reload(&three).await.contains("rejected"));
+            reloads += 1;
+        }
+    }
+    let exit = client.wait().await.expect("client exit");
+    let summary = summary.expect("the client's summary line");
+    eprintln!("opensearch-py bulk through roundhouse: {summary}");
+    assert!(exit.success(), "{summary}");
+    assert_eq!((killed, reloads), (true, 2), "the faults happened mid-run");
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("JSON summary");
+    assert_eq!(summary["indexed"], DOCS);
+
+    ok(addr, "POST", "/docs/_refresh", None).await;
+    let count = ok(addr, "GET", "/docs/_count", None).await;
+    assert_eq!(count["count"], DOCS, "{count}");
+}
