@@ -106,11 +106,14 @@ struct Pump {
 }
 
 impl Pump {
+    /// `other_done`: the other direction has finished (so `dst` has sent its FIN and read all
+    /// it ever will).
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
         src: &mut ReadHalf<'_>,
         dst: &mut WriteHalf<'_>,
+        other_done: bool,
     ) -> Poll<Result<(), Failed>> {
         loop {
             // Bytes already read go out before anything else is read.
@@ -148,13 +151,17 @@ impl Pump {
                 continue;
             }
             if self.eof {
-                // Forward the FIN; the other direction keeps flowing (half-close).
-                let socket: &TcpStream = dst.as_ref();
-                match socket2::SockRef::from(socket).shutdown(Shutdown::Write) {
-                    Err(e) if e.kind() != io::ErrorKind::NotConnected => {
-                        return Poll::Ready(Err(Failed::Writer));
+                // Forward the FIN; the other direction keeps flowing (half-close). When the other
+                // direction is finished already, the connection ends now and closing `dst` sends
+                // the FIN: a shutdown would be one more system call per connection for nothing.
+                if !other_done {
+                    let socket: &TcpStream = dst.as_ref();
+                    match socket2::SockRef::from(socket).shutdown(Shutdown::Write) {
+                        Err(e) if e.kind() != io::ErrorKind::NotConnected => {
+                            return Poll::Ready(Err(Failed::Writer));
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
                 self.done = true;
                 return Poll::Ready(Ok(()));
@@ -280,7 +287,7 @@ pub async fn relay(
         let moved = (up.total, down.total, up.done, down.done);
         let mut result = None;
         if !up.done
-            && let Poll::Ready(Err(f)) = up.poll(cx, &mut client_read, &mut server_write)
+            && let Poll::Ready(Err(f)) = up.poll(cx, &mut client_read, &mut server_write, down.done)
         {
             result = Some(match f {
                 Failed::Reader => End::ClientError,
@@ -289,7 +296,7 @@ pub async fn relay(
         }
         if result.is_none()
             && !down.done
-            && let Poll::Ready(Err(f)) = down.poll(cx, &mut server_read, &mut client_write)
+            && let Poll::Ready(Err(f)) = down.poll(cx, &mut server_read, &mut client_write, up.done)
         {
             result = Some(match f {
                 Failed::Reader => End::ServerError,
