@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::notify::{self, Notifier, Rejection};
 
 pub use running::{LastReload, Prepared, Route, Running, Shared, build, prepare};
-use workers::Workers;
+use workers::{HEARTBEAT, Workers};
 
 /// Why `run` could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -191,9 +191,10 @@ impl Control {
 
     async fn serve(mut self, signals: &mut Signals) {
         let watchdog = Notifier::watchdog_interval();
-        if let Some(period) = watchdog {
-            self.workers.start_heartbeats(period / 2);
-        }
+        // Workers beat at least twice per watchdog ping, and at least once a second even without
+        // a watchdog: see `Workers::start_heartbeats` for why the second matters.
+        self.workers
+            .start_heartbeats(watchdog.map_or(HEARTBEAT, |p| (p / 2).min(HEARTBEAT)));
         let period = watchdog.unwrap_or(Duration::from_secs(3600));
         // The first ping is due one period after READY=1; workers beat twice per period.
         let mut watchdog_tick =
