@@ -6,6 +6,8 @@ What it measures (one line per load and proxy, medians over --runs runs):
   close      the same with `Connection: close`: a new proxied TCP connection per request
   bulk       iperf3 through the proxy to one iperf3 server: Gbit/s
   idle       4000 open proxied connections, each with a completed request: proxy RSS growth per connection
+For keepalive and close it also prints each proxy's own CPU time per request (user + system, all
+threads): what a request costs the proxy, however the 2 cores were shared in that run.
 
 Ports: backends 19201/19202 (nginx, static JSON) and 19203 (iperf3); haproxy 19100/19110,
 nginx stream 19101/19111, roundhouse 19102/19112; direct = the backends themselves.
@@ -180,11 +182,27 @@ class Processes:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def wrk(port, secs, conns, close):
+def group_cpu_s(pgid):
+    """CPU seconds (user + system, all threads) used so far by the processes of a group."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port, secs, conns, close, pgid=None):
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
+    cpu_before = group_cpu_s(pgid) if pgid else None
     out = subprocess.run(cmd + ["http://127.0.0.1:%d/search.json" % port], capture_output=True, text=True).stdout
+    cpu = group_cpu_s(pgid) - cpu_before if pgid else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not found:
         sys.exit("wrk printed no rate:\n" + out)
@@ -194,8 +212,13 @@ def wrk(port, secs, conns, close):
         return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else float("nan")
     errors = re.search(r"Socket errors: (.*)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(found.group(1)), "p50_ms": latency_ms(50), "p99_ms": latency_ms(99),
-            "errors": (errors.group(1) if errors else "") + (" non2xx=" + non2xx.group(1) if non2xx else "")}
+    result = {"rps": float(found.group(1)), "p50_ms": latency_ms(50), "p99_ms": latency_ms(99),
+              "errors": (errors.group(1) if errors else "") + (" non2xx=" + non2xx.group(1) if non2xx else "")}
+    requests = re.search(r"(\d+) requests in", out)
+    if cpu is not None and requests:
+        # the proxy's own CPU per request: what it costs, whatever share of the 2 cores it got
+        result["cpu_us_per_req"] = cpu * 1e6 / int(requests.group(1))
+    return result
 
 
 def iperf(port, secs):
@@ -267,9 +290,9 @@ def one_run(args, binary):
         for name, (http_port, bulk_port) in ports.items():
             r = {}
             if "keepalive" in args.only:
-                r["keepalive"] = wrk(http_port, args.secs, 64, close=False)
+                r["keepalive"] = wrk(http_port, args.secs, 64, close=False, pgid=groups.get(name))
             if "close" in args.only:
-                r["close"] = wrk(http_port, args.secs, 32, close=True)
+                r["close"] = wrk(http_port, args.secs, 32, close=True, pgid=groups.get(name))
             if "bulk" in args.only:
                 r["bulk"] = iperf(bulk_port, args.secs)
             if "idle" in args.only and name in groups:
@@ -309,6 +332,10 @@ def report(runs, only):
             print("| keepalive p99 (ms) | %.2f | %.2f | %.2f | %.2f | | ≤ haproxy | %s |" % (
                 median(runs, "direct", load, "p99_ms"), p99["haproxy"], p99["nginx"], p99["roundhouse"],
                 "yes" if ok else "NO"))
+        if key == "rps":
+            cpu = {p: median(runs, p, load, "cpu_us_per_req") for p in PROXIES}
+            print("| %s, proxy CPU (µs/req) | | %.1f | %.1f | %.1f | %.2f× | (lower is better) | |" % (
+                load, cpu["haproxy"], cpu["nginx"], cpu["roundhouse"], cpu["roundhouse"] / cpu["haproxy"]))
     if "idle" in only:
         v = {p: median(runs, p, "idle", "kib_per_conn") for p in PROXIES}
         print("| idle (KiB/conn) | | %.2f | %.2f | %.2f | | ≤ %.1f | %s |" % (
