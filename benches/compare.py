@@ -184,16 +184,8 @@ class Processes:
 
 def group_cpu_s(pgid):
     """CPU seconds (user + system, all threads) used so far by the processes of a group."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in group_pids(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port, secs, conns, close, pgid=None):
@@ -227,17 +219,25 @@ def iperf(port, secs):
     return {"gbit_s": json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9}
 
 
-def group_rss_kib(pgid):
-    total = 0
+def group_pids(pgid):
+    """The processes of a process group (a proxy and its workers or threads' process)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open("/proc/%s/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            yield pid, fields
+
+
+def group_rss_kib(pgid):
+    total = 0
+    for pid, _ in group_pids(pgid):
+        try:
             with open("/proc/%s/status" % pid) as f:
                 total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-        except (OSError, IndexError, ValueError, StopIteration):
+        except (OSError, StopIteration):
             pass
     return total
 

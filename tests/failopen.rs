@@ -5,8 +5,6 @@ mod common;
 use common::scrape::{server, status};
 use common::*;
 use roundhouse::config::ClusterStatus;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 fn red(b: &mut roundhouse::demo::Behaviour) {
     b.status = ClusterStatus::Red;
@@ -21,14 +19,6 @@ fn config(nodes: &[FakeNode], policy: &str) -> String {
         .listener("es", "es")
         .backend(backend)
         .yaml()
-}
-
-async fn assert_closed_at_once(addr: std::net::SocketAddr) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let n = tokio::time::timeout(SOON, s.read(&mut [0u8; 16]))
-        .await
-        .expect("closed, not hung");
-    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
 #[tokio::test]

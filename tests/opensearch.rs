@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use common::opensearch::{Cluster, Node, NodeSpec, call, free_port, lone_node, ok, take_turn};
 use common::scrape::{server, status};
 use common::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Long enough for a busy machine running three JVMs to notice what the engine does.
 const NOTICE: Duration = Duration::from_secs(30);
@@ -49,14 +48,6 @@ async fn connections(rh: &Roundhouse, node: &str) -> f64 {
         "roundhouse_server_connections_total",
         &[("backend", "es"), ("server", node)],
     )
-}
-
-async fn assert_closed_at_once(addr: std::net::SocketAddr) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let n = tokio::time::timeout(SOON, s.read(&mut [0u8; 16]))
-        .await
-        .expect("closed, not hung");
-    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ pub mod process;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
-pub use net::{EchoServer, http_get, http_post, http_send, names, node_name, tally};
+pub use net::{
+    EchoServer, assert_closed_at_once, http_get, http_post, http_send, names, node_name, tally,
+};
 pub use process::{Roundhouse, run_cli};
 pub use roundhouse::demo::{FakeNode, Mode, Security};
 pub use scrape::Scrape;

@@ -72,6 +72,16 @@ async fn request(addr: SocketAddr, head: &str) -> io::Result<(u16, String)> {
     Ok((code, body.to_owned()))
 }
 
+/// A client of `addr` is closed at once (end of stream or reset), not left hanging: what a
+/// listener does when it has no server to offer.
+pub async fn assert_closed_at_once(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let n = tokio::time::timeout(crate::common::SOON, s.read(&mut [0u8; 16]))
+        .await
+        .expect("closed, not hung");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+}
+
 /// The `name` a node reports on `GET /` through `addr`.
 pub async fn node_name(addr: SocketAddr) -> io::Result<String> {
     let (_, body) = http_get(addr, "/").await?;
