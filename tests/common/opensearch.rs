@@ -94,7 +94,6 @@ pub struct NodeSpec {
 pub struct Node {
     pub name: String,
     pub http: SocketAddr,
-    pub spec: NodeSpec,
     pub stderr: Lines,
     child: Child,
     _dir: tempfile::TempDir,
@@ -161,7 +160,6 @@ impl Node {
         Node {
             name: spec.name.clone(),
             http,
-            spec,
             stderr,
             child,
             _dir: dir,
@@ -274,11 +272,6 @@ impl Cluster {
             .await;
         }
         Cluster { nodes }
-    }
-
-    /// The transport ports of the cluster's nodes (seeds for a node that should join it).
-    pub fn seeds(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.spec.transport_port).collect()
     }
 
     /// The node named `name`.
