@@ -61,7 +61,7 @@ impl Workers {
     /// tokio wakes a parked event loop through its eventfd (a `write`, then one more `epoll_wait`)
     /// whenever a new timer is due before the loop's next wake-up, and without a near timer every
     /// connection's connect and idle timers were such a timer. Measured with `strace -c` under
-    /// `Connection: close` load: 0.3 eventfd writes per connection before, none after.
+    /// `Connection: close` load: 0.3 eventfd writes per connection before, 0.04 after.
     pub fn start_heartbeats(&self, period: Duration) {
         for (handle, beat) in self.handles.iter().zip(&self.heartbeats) {
             let beat = beat.clone();
