@@ -196,7 +196,7 @@ impl Control {
         self.workers
             .start_heartbeats(watchdog.map_or(HEARTBEAT, |p| (p / 2).min(HEARTBEAT)));
         let period = watchdog.unwrap_or(Duration::from_secs(3600));
-        // The first ping is due one period after READY=1; workers beat twice per period.
+        // The first ping is due one period after READY=1; workers beat at least twice per period.
         let mut watchdog_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut beats = self.workers.heartbeats();
