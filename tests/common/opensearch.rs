@@ -81,7 +81,6 @@ pub fn free_port() -> u16 {
 
 /// What a node is told at start: its cluster, its name, its transport port, where to look for
 /// peers and which nodes may bootstrap the cluster.
-#[derive(Clone)]
 pub struct NodeSpec {
     pub cluster: String,
     pub name: String,
