@@ -11,7 +11,8 @@ use arc_swap::ArcSwap;
 use criterion::{Criterion, criterion_group, criterion_main};
 use roundhouse::balancer::RoundRobin;
 use roundhouse::metrics::Metrics;
-use roundhouse::runtime::{self, Running};
+use roundhouse::resolve;
+use roundhouse::state::{self, Running};
 use tokio::sync::Notify;
 
 fn balancer(c: &mut Criterion) {
@@ -42,9 +43,9 @@ fn snapshot() -> (Running, SocketAddr) {
         .enable_all()
         .build()
         .unwrap();
-    let prepared = rt.block_on(runtime::prepare(&path)).unwrap();
+    let prepared = rt.block_on(resolve::prepare(&path)).unwrap();
     let metrics = Metrics::new();
-    let running = runtime::build(
+    let running = state::build(
         prepared,
         None,
         &HashMap::new(),

@@ -1,198 +1,20 @@
-//! The running form of a backend: its servers, each with the state that outlives a reload.
+//! The running form of a backend: its servers in rotation order, how one is picked, and the
+//! backend's own policy (failing open when no server passes its check).
 //!
 //! A [`Backend`] is rebuilt on every reload from the new configuration. The state of each server
-//! (health, what an operator asked of it, counters) is an `Arc<ServerState>` that a reload hands
-//! over to the new backend whenever the server keeps its backend, name and address.
+//! (health, what an operator asked of it, counters) is an `Arc<ServerState>` (see
+//! [`crate::server`]) that a reload hands over to the new backend whenever the server stays. The
+//! backend only *reads* health; the checkers write it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
-
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
 
 use crate::balancer::RoundRobin;
 use crate::config::{BackendConfig, Name, ServerConfig, WhenAllUnhealthy};
-use crate::health::{Health, Observation, Tracker, Transition};
-use crate::metrics::{BackendMetrics, RejectReason, ServerMetrics};
-
-/// What identifies a server across reloads.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServerKey {
-    pub backend: Name,
-    pub server: Name,
-    pub addr: SocketAddr,
-}
-
-/// What an operator asked of a server through the admin API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum AdminState {
-    /// In rotation whenever healthy.
-    Ready = 0,
-    /// No new connections; open ones finish. Health checks go on.
-    Drain = 1,
-    /// Out of rotation and health checks paused (maintenance).
-    Maint = 2,
-}
-
-impl AdminState {
-    fn from_u8(v: u8) -> AdminState {
-        match v {
-            1 => AdminState::Drain,
-            2 => AdminState::Maint,
-            _ => AdminState::Ready,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminState::Ready => "ready",
-            AdminState::Drain => "drain",
-            AdminState::Maint => "maint",
-        }
-    }
-}
-
-/// The state of one server that is carried across reloads.
-pub struct ServerState {
-    pub key: ServerKey,
-    pub health: Tracker,
-    admin: AtomicU8,
-    pub metrics: ServerMetrics,
-    /// Wakes the server's checker for an immediate check.
-    pub recheck: Notify,
-    /// Tells the runtime that some server's state changed (for STATUS and backend gauges).
-    changes: Arc<Notify>,
-    /// The state word last published and since when it holds.
-    published: Mutex<(&'static str, SystemTime)>,
-}
-
-impl ServerState {
-    /// A server not checked yet, in the operator's state `admin`.
-    pub fn new(
-        key: ServerKey,
-        metrics: ServerMetrics,
-        changes: Arc<Notify>,
-        admin: AdminState,
-    ) -> ServerState {
-        let s = ServerState {
-            key,
-            health: Tracker::default(),
-            admin: AtomicU8::new(admin as u8),
-            metrics,
-            recheck: Notify::new(),
-            changes,
-            published: Mutex::new(("", SystemTime::now())),
-        };
-        s.publish_state();
-        s
-    }
-
-    pub fn admin(&self) -> AdminState {
-        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
-    }
-
-    /// Sets the operator's state; returns the previous one.
-    pub fn set_admin(&self, state: AdminState) -> AdminState {
-        let old = AdminState::from_u8(self.admin.swap(state as u8, Ordering::Relaxed));
-        if old != state {
-            self.metrics.state_changes.inc();
-            self.publish_state();
-            if old == AdminState::Maint {
-                // checks were paused: find out where the server stands now
-                self.recheck.notify_one();
-            }
-        }
-        old
-    }
-
-    /// True when the server may receive a new connection.
-    pub fn in_rotation(&self) -> bool {
-        self.health.health() == Health::Up && self.admin() == AdminState::Ready
-    }
-
-    /// True when the server may receive connections while its backend fails open: it is down
-    /// only because of the cluster colour, and nobody drained it.
-    pub fn fail_open_eligible(&self) -> bool {
-        self.admin() == AdminState::Ready && self.health.down_on_colour_only()
-    }
-
-    /// The single word used in metrics and status: up, down, drain or maint.
-    pub fn state_word(&self) -> &'static str {
-        match (self.admin(), self.health.health()) {
-            (AdminState::Maint, _) => "maint",
-            (AdminState::Drain, _) => "drain",
-            (AdminState::Ready, Health::Up) => "up",
-            (AdminState::Ready, _) => "down",
-        }
-    }
-
-    /// Records the result of a health check.
-    pub fn observe(&self, obs: Observation, rise: u32, fall: u32) -> Option<Transition> {
-        if obs.failure.is_none() {
-            self.metrics.checks_pass.inc();
-        } else {
-            self.metrics.checks_fail.inc();
-        }
-        if let Some(c) = &obs.cluster {
-            self.metrics.set_cluster_status(c.status);
-        }
-        self.record(obs, rise, fall)
-    }
-
-    /// Records a failed client connect: it counts toward `fall` like a failed check, and asks
-    /// the checker to confirm at once.
-    pub fn observe_passive(&self, obs: Observation, rise: u32, fall: u32) -> Option<Transition> {
-        let t = self.record(obs, rise, fall);
-        self.recheck.notify_one();
-        t
-    }
-
-    /// Logs and publishes a change of state once, with its reason.
-    fn record(&self, obs: Observation, rise: u32, fall: u32) -> Option<Transition> {
-        let t = self.health.record(obs, rise, fall)?;
-        let (backend, server) = (&*self.key.backend, &*self.key.server);
-        match t.to {
-            Health::Up if t.from == Health::Unknown => {
-                tracing::info!(backend = %backend, server = %server, "server is up")
-            }
-            Health::Up => {
-                tracing::info!(backend = %backend, server = %server, "server is up again")
-            }
-            _ => {
-                tracing::warn!(backend = %backend, server = %server, reason = ?t.reason, "server is down")
-            }
-        }
-        if t.from != Health::Unknown {
-            self.metrics.state_changes.inc();
-        }
-        self.publish_state();
-        Some(t)
-    }
-
-    /// Since when the server is in its current state (up, down, drain or maint).
-    pub fn since(&self) -> SystemTime {
-        self.published
-            .lock()
-            .expect("published lock is never poisoned")
-            .1
-    }
-
-    fn publish_state(&self) {
-        let word = self.state_word();
-        let mut published = self
-            .published
-            .lock()
-            .expect("published lock is never poisoned");
-        if published.0 != word {
-            *published = (word, SystemTime::now());
-        }
-        drop(published);
-        self.metrics.set_state(word);
-        self.changes.notify_one();
-    }
-}
+use crate::metrics::{BackendMetrics, RejectReason};
+use crate::server::ServerState;
 
 /// One server as the current configuration describes it.
 pub struct Server {
@@ -227,7 +49,7 @@ impl BackendState {
     }
 
     /// Records whether the backend fails open now; returns whether it did before.
-    pub fn set_failing_open(&self, now: bool) -> bool {
+    fn set_failing_open(&self, now: bool) -> bool {
         self.metrics.fail_open.set(i64::from(now));
         self.failing_open.swap(now, Ordering::Relaxed)
     }
@@ -318,5 +140,133 @@ impl Backend {
             .iter()
             .filter(|s| s.state.in_rotation())
             .count()
+    }
+
+    /// Brings the backend's gauges up to date after a server changed state, and says whether
+    /// the backend started or stopped failing open (each change is reported once).
+    pub fn refresh(&self) -> Option<FailOpenChange> {
+        let up = self.servers_up();
+        self.state.metrics.servers_up.set(up as i64);
+        let open_to = self.failing_open_to();
+        let was = self.state.set_failing_open(!open_to.is_empty());
+        match (was, open_to.is_empty()) {
+            (false, false) => Some(FailOpenChange::Started {
+                servers: open_to.iter().map(|s| s.config.name.clone()).collect(),
+            }),
+            (true, true) if up > 0 => Some(FailOpenChange::Stopped(StopReason::ServerUp)),
+            (true, true) => Some(FailOpenChange::Stopped(StopReason::NothingReachable)),
+            _ => None,
+        }
+    }
+}
+
+/// A change in whether a backend fails open, for the runtime to log once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOpenChange {
+    /// No server passes its check; traffic now goes to these, whose only failure is the colour.
+    Started { servers: Vec<Name> },
+    /// The backend stopped failing open.
+    Stopped(StopReason),
+}
+
+/// Why a backend stopped failing open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A server passes its health check again.
+    ServerUp,
+    /// No server is reachable with the right cluster and enough nodes: clients are closed.
+    NothingReachable,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::config;
+    use crate::metrics::Metrics;
+    use crate::server::{AdminState, FailureKind, Observation, ServerKey};
+
+    fn backend() -> Backend {
+        let yaml = "enabled: true\nlisteners: [{name: es, bind: \"127.0.0.1:19200\", backend: es}]\n\
+                    backends: [{name: es, servers: [\"10.0.0.1:9200\", \"10.0.0.2:9200\"]}]\n";
+        let config = config::parse(Path::new("test.yaml"), yaml).expect("a valid config");
+        let b = config.backends[0].clone();
+        let m = Metrics::new();
+        let servers = b
+            .servers
+            .iter()
+            .map(|s| {
+                let addr: SocketAddr = s.address.to_string().parse().expect("an IP address");
+                let key = ServerKey {
+                    backend: b.name.clone(),
+                    server: s.name.clone(),
+                    addr,
+                };
+                let metrics = m.server(&b.name, &s.name);
+                let state =
+                    ServerState::new(key, metrics, Arc::new(Notify::new()), AdminState::Ready);
+                Server {
+                    config: s.clone(),
+                    addr,
+                    state: Arc::new(state),
+                }
+            })
+            .collect();
+        let state = Arc::new(BackendState::new(m.backend(&b.name)));
+        Backend::new(b, servers, state)
+    }
+
+    fn observe(b: &Backend, i: usize, failure: Option<FailureKind>) {
+        let obs = match failure {
+            None => Observation::pass(None, Duration::ZERO),
+            Some(kind) => Observation::fail(kind, "cluster status red", None, Duration::ZERO),
+        };
+        b.servers[i].state.observe(obs, 1, 1);
+    }
+
+    #[test]
+    fn failing_open_starts_and_stops_once_each() {
+        let b = backend();
+        observe(&b, 0, Some(FailureKind::ColourOnly));
+        observe(&b, 1, Some(FailureKind::Other));
+        assert_eq!(
+            b.refresh(),
+            Some(FailOpenChange::Started {
+                servers: vec![b.servers[0].config.name.clone()]
+            })
+        );
+        assert_eq!(b.state.metrics.fail_open.get(), 1);
+        assert_eq!(b.refresh(), None, "said once");
+        assert_eq!(
+            b.pick(|_| false),
+            Some(0),
+            "traffic goes to the colour-only server"
+        );
+
+        observe(&b, 1, None);
+        assert_eq!(
+            b.refresh(),
+            Some(FailOpenChange::Stopped(StopReason::ServerUp))
+        );
+        assert_eq!(b.state.metrics.fail_open.get(), 0);
+        assert_eq!(b.state.metrics.servers_up.get(), 1);
+    }
+
+    #[test]
+    fn failing_open_stops_when_nothing_is_reachable() {
+        let b = backend();
+        observe(&b, 0, Some(FailureKind::ColourOnly));
+        observe(&b, 1, Some(FailureKind::Other));
+        assert!(matches!(b.refresh(), Some(FailOpenChange::Started { .. })));
+        observe(&b, 0, Some(FailureKind::Other));
+        assert_eq!(
+            b.refresh(),
+            Some(FailOpenChange::Stopped(StopReason::NothingReachable))
+        );
+        assert_eq!(b.pick(|_| false), None);
     }
 }

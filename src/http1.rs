@@ -9,6 +9,26 @@ use hyper::Request;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::rt::{Read, Write};
 
+/// Why a request got no usable answer. The `Display` form is the reason a health check or the
+/// command line shows.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("cannot build the request for {path:?}: {source}")]
+    Request {
+        path: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("no HTTP answer: {0}")]
+    NoAnswer(#[source] hyper::Error),
+    #[error("reading the answer failed: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("HTTP connection failed: {0}")]
+    Connection(#[source] hyper::Error),
+}
+
 /// Sends `method path` with `headers` over `io` and reads the answer, at most `max_body` bytes
 /// of it. Returns the status code and the body.
 pub async fn request<T>(
@@ -17,13 +37,13 @@ pub async fn request<T>(
     path: &str,
     headers: &[(HeaderName, HeaderValue)],
     max_body: usize,
-) -> Result<(u16, Bytes), String>
+) -> Result<(u16, Bytes), Error>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        .map_err(Error::Handshake)?;
     let mut builder = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         builder = builder.header(k, v);
@@ -34,17 +54,20 @@ where
             concat!("roundhouse/", env!("CARGO_PKG_VERSION")),
         )
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot build the request for {path:?}: {e}"))?;
+        .map_err(|source| Error::Request {
+            path: path.to_owned(),
+            source,
+        })?;
     let exchange = async {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("no HTTP answer: {e}"))?;
+            .map_err(Error::NoAnswer)?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), max_body)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .map_err(Error::Body)?
             .to_bytes();
         Ok((status, body))
     };
@@ -58,7 +81,7 @@ where
             r = &mut exchange => return r,
             r = &mut conn, if !conn_done => {
                 conn_done = true;
-                r.map_err(|e| format!("HTTP connection failed: {e}"))?;
+                r.map_err(Error::Connection)?;
             }
         }
     }

@@ -9,7 +9,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -17,49 +16,11 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Name;
-use crate::metrics::ListenerMetrics;
 use crate::proxy;
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 const BACKLOG: i32 = 4096;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// The counters of one listener, carried across reloads while its name and address stay.
-pub struct ListenerState {
-    pub name: Name,
-    /// Open client connections (for `max_connections`).
-    pub active: AtomicUsize,
-    pub metrics: ListenerMetrics,
-}
-
-impl ListenerState {
-    pub fn new(name: Name, metrics: ListenerMetrics) -> ListenerState {
-        ListenerState {
-            name,
-            active: AtomicUsize::new(0),
-            metrics,
-        }
-    }
-
-    /// Counts a new connection unless `max` are already open; the caller must call
-    /// [`ListenerState::release`] for every `true`.
-    pub fn admit(&self, max: Option<usize>) -> bool {
-        let before = self.active.fetch_add(1, Ordering::Relaxed);
-        if max.is_some_and(|m| before >= m) {
-            self.active.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        self.metrics.active.inc();
-        true
-    }
-
-    /// Counts a connection as closed.
-    pub fn release(&self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.active.dec();
-    }
-}
 
 /// The listening sockets of one address, one per worker, bound but not yet accepting.
 pub struct Bound {

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use roundhouse::admin::client::{self, Endpoint};
+use roundhouse::admin::client::{self, ClientError, Endpoint};
 use roundhouse::config::{self, DEFAULT_PATH};
+use roundhouse::resolve;
 use roundhouse::runtime::{self, RunError};
 use roundhouse::{EXIT_CONFIG, EXIT_FAILURE, demo, logging};
 
@@ -107,7 +108,7 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn endpoint(&self) -> Result<Endpoint, String> {
+    fn endpoint(&self) -> Result<Endpoint, ClientError> {
         let (bind, token_file) = config::admin_endpoint(&self.config).unwrap_or((None, None));
         let addr = self
             .admin
@@ -116,9 +117,9 @@ impl AdminArgs {
         let token_file = self.token_file.clone().or(token_file.map(PathBuf::from));
         let token = match token_file {
             None => None,
-            Some(f) => Some(
-                std::fs::read_to_string(&f)
-                    .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ClientError::TokenFile { path, source })?
                     .trim_end()
                     .to_owned(),
             ),
@@ -157,7 +158,7 @@ fn main() -> ExitCode {
             let changed = ep.change(&backend, &server, "drain").await?;
             let mut out = describe_change(&changed);
             if wait {
-                wait_drained(&ep, &backend, &server, timeout).await?;
+                ep.wait_drained(&backend, &server, timeout).await?;
                 out.push_str(&format!("\n{backend}/{server} has no open connection left"));
             }
             Ok(out)
@@ -191,8 +192,8 @@ fn exit_code(result: Result<(), RunError>) -> i32 {
             logging::print_error(&errors.to_string());
             EXIT_CONFIG
         }
-        Err(RunError::Startup(message)) => {
-            logging::print_error(&message);
+        Err(RunError::Startup(e)) => {
+            logging::print_error(&e.to_string());
             EXIT_FAILURE
         }
     }
@@ -209,7 +210,7 @@ fn check(path: &Path) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match rt.block_on(runtime::prepare(path)) {
+    match rt.block_on(resolve::prepare(path)) {
         Ok(prepared) => {
             let resolved = |backend: &str, server: &str| match prepared.addr(backend, server) {
                 Some(a) => format!("-> {a}"),
@@ -237,22 +238,25 @@ fn check(path: &Path) -> i32 {
 fn with_endpoint<F, Fut>(args: &AdminArgs, tool: F) -> i32
 where
     F: FnOnce(Endpoint) -> Fut,
-    Fut: std::future::Future<Output = Result<String, String>>,
+    Fut: std::future::Future<Output = Result<String, ClientError>>,
 {
-    let result = args.endpoint().and_then(|ep| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start an event loop: {e}"))?
-            .block_on(tool(ep))
-    });
-    match result {
-        Ok(out) => {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            logging::print_error(&format!("cannot start an event loop: {e}"));
+            return EXIT_FAILURE;
+        }
+    };
+    match args.endpoint().map(|ep| rt.block_on(tool(ep))) {
+        Ok(Ok(out)) => {
             println!("{}", out.trim_end());
             0
         }
-        Err(e) => {
-            logging::print_error(&e);
+        Ok(Err(e)) | Err(e) => {
+            logging::print_error(&e.to_string());
             EXIT_FAILURE
         }
     }
@@ -267,36 +271,4 @@ fn describe_change(v: &serde_json::Value) -> String {
         v["previous_admin_state"].as_str().unwrap_or("?"),
         v["active_connections"]
     )
-}
-
-/// Polls `/status` until the server has no open connection.
-async fn wait_drained(
-    ep: &Endpoint,
-    backend: &str,
-    server: &str,
-    timeout: std::time::Duration,
-) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let status = ep.status().await?;
-        let active = status["backends"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["name"] == backend)
-            .flat_map(|b| b["servers"].as_array().into_iter().flatten())
-            .find(|s| s["name"] == server)
-            .and_then(|s| s["active_connections"].as_i64())
-            .ok_or_else(|| format!("{backend}/{server} is no longer in the configuration"))?;
-        if active == 0 {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "{backend}/{server} still has {active} open connection(s) after {}",
-                humantime::format_duration(timeout)
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }

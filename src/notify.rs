@@ -1,4 +1,5 @@
-//! Talking to systemd (`sd_notify`) and composing the human `STATUS=` line.
+//! Talking to systemd (`sd_notify`): the protocol only. What the `STATUS=` line says is
+//! composed in [`crate::words`].
 //!
 //! The protocol is one datagram of `KEY=value` lines to the socket named by `NOTIFY_SOCKET`.
 //! It is written here directly because the maintained crates do not all handle abstract
@@ -7,10 +8,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::{Duration, SystemTime};
-
-use crate::backend::{Backend, Server};
-use crate::health::Health;
+use std::time::Duration;
 
 /// A connection to systemd's notification socket, if there is one.
 pub struct Notifier {
@@ -121,6 +119,7 @@ fn one_line(s: &str) -> String {
     s.replace('\n', " ")
 }
 
+#[allow(unsafe_code)]
 fn monotonic_usec() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -129,138 +128,6 @@ fn monotonic_usec() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
-}
-
-/// The local wall-clock time as `HH:MM:SS`, the way an operator reads the journal.
-pub fn clock(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as libc::time_t;
-    // SAFETY: localtime_r only writes into the tm we own.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
-    if !ok {
-        return humantime::format_rfc3339_seconds(t).to_string();
-    }
-    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-}
-
-/// A rejected reload, remembered until a reload succeeds.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub at: SystemTime,
-    pub reason: String,
-}
-
-/// The human status line: what is served and what is wrong, worst first.
-///
-/// `serving 1 listener; es: 3/3 servers up`,
-/// `DEGRADED: es: 1/3 servers up (es-2: cluster status red; es-3: timed out after 1s)`,
-/// `DOWN: es: no healthy server`, and a rejected reload in front of it until one succeeds.
-pub fn status_line(
-    listeners: usize,
-    backends: &[std::sync::Arc<Backend>],
-    loaded_at: SystemTime,
-    rejection: Option<&Rejection>,
-) -> String {
-    let mut worst = 0; // 0 fine, 1 degraded, 2 down
-    let mut parts = Vec::new();
-    for b in backends {
-        let total = b.servers.len();
-        let up = b.servers_up();
-        let open_to = b.failing_open_to();
-        if !open_to.is_empty() {
-            worst = worst.max(1);
-            parts.push(format!(
-                "{}: 0/{total} healthy, FAIL-OPEN to {} reachable ({})",
-                b.name(),
-                open_to.len(),
-                fail_open_reasons(b, &open_to)
-            ));
-        } else if up == 0 {
-            worst = 2;
-            parts.push(format!("{}: no healthy server{}", b.name(), reasons(b)));
-        } else if up < total {
-            worst = worst.max(1);
-            parts.push(format!(
-                "{}: {up}/{total} servers up{}",
-                b.name(),
-                reasons(b)
-            ));
-        } else {
-            parts.push(format!("{}: {up}/{total} servers up", b.name()));
-        }
-    }
-    let health = match worst {
-        0 => format!(
-            "serving {listeners} listener{}; {}",
-            if listeners == 1 { "" } else { "s" },
-            parts.join("; ")
-        ),
-        1 => format!("DEGRADED: {}", parts.join("; ")),
-        _ => format!("DOWN: {}", parts.join("; ")),
-    };
-    match rejection {
-        Some(r) => format!(
-            "reload rejected at {}: {}; still serving config loaded at {} | {health}",
-            clock(r.at),
-            r.reason,
-            clock(loaded_at)
-        ),
-        None => health,
-    }
-}
-
-/// ` (es-2: cluster status red; es-3: timed out after 1s)` for the servers out of rotation.
-fn reasons(b: &Backend) -> String {
-    let out: Vec<String> = b
-        .servers
-        .iter()
-        .filter(|s| !s.state.in_rotation())
-        .map(|s| format!("{}: {}", s.config.name, why_out(s)))
-        .collect();
-    if out.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", out.join("; "))
-    }
-}
-
-/// `cluster status red; es-3 excluded: timed out after 1s`: why the servers that get traffic
-/// failed (their colour), then each server kept out even so, with its reason.
-pub fn fail_open_reasons(b: &Backend, open_to: &[&Server]) -> String {
-    let mut colours: Vec<String> = Vec::new();
-    for s in open_to {
-        let why = why_out(s);
-        if !colours.contains(&why) {
-            colours.push(why);
-        }
-    }
-    let excluded = b
-        .servers
-        .iter()
-        .filter(|s| !open_to.iter().any(|o| std::ptr::eq(*o, *s)))
-        .map(|s| format!("{} excluded: {}", s.config.name, why_out(s)));
-    colours
-        .into_iter()
-        .chain(excluded)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Why a server is out of rotation, in a few words.
-fn why_out(s: &Server) -> String {
-    match s.state.state_word() {
-        "drain" => "draining".to_owned(),
-        "maint" => "in maintenance".to_owned(),
-        _ if s.state.health.health() == Health::Unknown => "not checked yet".to_owned(),
-        _ => s
-            .state
-            .health
-            .view()
-            .reason
-            .unwrap_or_else(|| "down".to_owned()),
-    }
 }
 
 #[cfg(test)]

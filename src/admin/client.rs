@@ -2,7 +2,9 @@
 //! `roundhouse drain|maint|ready BACKEND SERVER`.
 
 use std::fmt::Write;
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use hyper::Method;
@@ -16,6 +18,51 @@ use crate::http1;
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a command-line tool got no answer it could use from the admin endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read the token file {}: {source}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the token has characters a header cannot carry")]
+    TokenNotAHeader,
+    #[error("no connection to the admin endpoint {0} within 10s")]
+    ConnectTimeout(SocketAddr),
+    #[error(
+        "cannot reach the admin endpoint {addr}: {source} (is roundhouse running? see --admin)"
+    )]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no answer from the admin endpoint {0} within 10s")]
+    AnswerTimeout(SocketAddr),
+    #[error(transparent)]
+    Http(#[from] http1::Error),
+    #[error("the admin endpoint answered HTTP {status} with something that is not JSON ({source})")]
+    NotJson {
+        status: u16,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The endpoint refused the request and said why.
+    #[error("HTTP {status}: {reason}")]
+    Refused { status: u16, reason: String },
+    #[error("{backend}/{server} is no longer in the configuration")]
+    Gone { backend: String, server: String },
+    #[error("{backend}/{server} still has {active} open connection(s) after {}", humantime::format_duration(*waited))]
+    StillOpen {
+        backend: String,
+        server: String,
+        active: i64,
+        waited: Duration,
+    },
+}
+
 /// Where the admin endpoint is, and the token for changes.
 pub struct Endpoint {
     pub addr: SocketAddr,
@@ -23,20 +70,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    async fn call(&self, method: Method, path: &str) -> Result<Value, String> {
+    async fn call(&self, method: Method, path: &str) -> Result<Value, ClientError> {
         let io = tokio::time::timeout(TIMEOUT, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| {
-                format!(
-                    "no connection to the admin endpoint {} within 10s",
-                    self.addr
-                )
-            })?
-            .map_err(|e| {
-                format!(
-                    "cannot reach the admin endpoint {}: {e} (is roundhouse running? see --admin)",
-                    self.addr
-                )
+            .map_err(|_| ClientError::ConnectTimeout(self.addr))?
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr,
+                source,
             })?;
         let mut headers = vec![(
             HOST,
@@ -44,7 +84,7 @@ impl Endpoint {
         )];
         if let Some(t) = &self.token {
             let v = HeaderValue::from_str(&format!("Bearer {t}"))
-                .map_err(|_| "the token has characters a header cannot carry".to_owned())?;
+                .map_err(|_| ClientError::TokenNotAHeader)?;
             headers.push((AUTHORIZATION, v));
         }
         let (status, body) = tokio::time::timeout(
@@ -52,29 +92,71 @@ impl Endpoint {
             http1::request(TokioIo::new(io), method, path, &headers, MAX_ANSWER),
         )
         .await
-        .map_err(|_| format!("no answer from the admin endpoint {} within 10s", self.addr))??;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            format!(
-                "the admin endpoint answered HTTP {status} with something that is not JSON ({e})"
-            )
-        })?;
+        .map_err(|_| ClientError::AnswerTimeout(self.addr))??;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|source| ClientError::NotJson { status, source })?;
         if (200..300).contains(&status) {
             Ok(v)
         } else {
-            Err(format!(
-                "HTTP {status}: {}",
-                v["error"].as_str().unwrap_or("(no reason given)")
-            ))
+            Err(ClientError::Refused {
+                status,
+                reason: v["error"]
+                    .as_str()
+                    .unwrap_or("(no reason given)")
+                    .to_owned(),
+            })
         }
     }
 
     /// `GET /status`.
-    pub async fn status(&self) -> Result<Value, String> {
+    pub async fn status(&self) -> Result<Value, ClientError> {
         self.call(Method::GET, "/status").await
     }
 
+    /// Polls `/status` until the server has no open connection, or `timeout` has passed.
+    pub async fn wait_drained(
+        &self,
+        backend: &str,
+        server: &str,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let status = self.status().await?;
+            let active = status["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["name"] == backend)
+                .flat_map(|b| b["servers"].as_array().into_iter().flatten())
+                .find(|s| s["name"] == server)
+                .and_then(|s| s["active_connections"].as_i64())
+                .ok_or_else(|| ClientError::Gone {
+                    backend: backend.to_owned(),
+                    server: server.to_owned(),
+                })?;
+            if active == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ClientError::StillOpen {
+                    backend: backend.to_owned(),
+                    server: server.to_owned(),
+                    active,
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// `POST /servers/{backend}/{server}/{action}`.
-    pub async fn change(&self, backend: &str, server: &str, action: &str) -> Result<Value, String> {
+    pub async fn change(
+        &self,
+        backend: &str,
+        server: &str,
+        action: &str,
+    ) -> Result<Value, ClientError> {
         let path = format!(
             "/servers/{}/{}/{action}",
             percent_encode(backend),

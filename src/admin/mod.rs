@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::AdminState;
-use crate::runtime::Shared;
+use crate::server::AdminState;
+use crate::state::Shared;
 
 /// Admin connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -34,8 +34,7 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running admin endpoint; stops when dropped.
-pub struct Admin {
-    pub local: SocketAddr,
+pub(crate) struct Admin {
     stop: CancellationToken,
 }
 
@@ -46,20 +45,23 @@ impl Drop for Admin {
 }
 
 /// Binds the admin address (before anything else changes, so a failure can be reported).
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
     Ok(l)
 }
 
 /// Serves the admin endpoint on a bound socket, on the current (control) event loop.
-pub fn start(listener: std::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<Admin> {
+pub(crate) fn start(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+) -> std::io::Result<Admin> {
     let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
     let stop = CancellationToken::new();
     tokio::spawn(serve(listener, shared, stop.clone()));
     tracing::info!(addr = %local, "admin endpoint listening");
-    Ok(Admin { local, stop })
+    Ok(Admin { stop })
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {

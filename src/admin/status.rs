@@ -1,18 +1,11 @@
 //! The `/status` document: the configuration in force, the last reload, and every listener,
 //! backend and server with its state, the reason for it and its counters.
 
-use std::time::SystemTime;
-
 use serde_json::{Value, json};
 
 use crate::backend::Server;
-use crate::notify;
-use crate::runtime::Shared;
-
-/// RFC 3339 in UTC, to the second.
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+use crate::state::Shared;
+use crate::words::{self, timestamp};
 
 /// Builds the whole document.
 pub fn status(shared: &Shared) -> Value {
@@ -48,7 +41,7 @@ pub fn status(shared: &Shared) -> Value {
                 format!(
                     "no server passes its health check; traffic goes to {}, whose only failure is the cluster colour ({})",
                     names.join(", "),
-                    notify::fail_open_reasons(b, &open_to)
+                    words::fail_open_reasons(b, &open_to)
                 )
             });
             let servers: Vec<Value> = b

@@ -124,7 +124,7 @@ impl<'de> Deserialize<'de> for HumaneDuration {
         struct V;
         impl Visitor<'_> for V {
             type Value = HumaneDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a duration such as 200ms, 2s or 5m")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<HumaneDuration, E> {
@@ -159,7 +159,7 @@ impl<'de> Deserialize<'de> for RawWorkers {
         struct V;
         impl Visitor<'_> for V {
             type Value = RawWorkers;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("auto or a number of threads")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawWorkers, E> {
@@ -183,7 +183,7 @@ impl<'de> Deserialize<'de> for RawServer {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawServer;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("\"host:port\" or a mapping {name, address, weight}")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<RawServer, E> {

@@ -1,9 +1,32 @@
-//! The JSON a stand-in node answers with, in the shapes Elasticsearch 8 uses.
+//! What a stand-in node reports ([`Behaviour`]) and the JSON it answers with, in the shapes
+//! Elasticsearch 8 uses.
 
 use std::net::SocketAddr;
 
-use super::node::Behaviour;
 use crate::config::ClusterStatus;
+
+/// How a fake node answers its health endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers with its cluster health.
+    Normal,
+    /// Accepts the request and never answers (a node stuck looking for a master).
+    Hang,
+    /// Stuck in discovery: `503 master_not_discovered_exception`, or with `?local=true` a red
+    /// cluster of one that has not discovered a master (as Elasticsearch and OpenSearch do).
+    NoMaster,
+    /// `200` with a body that is not JSON.
+    Garbage,
+}
+
+/// What a fake node reports.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    pub cluster_name: String,
+    pub status: ClusterStatus,
+    pub number_of_nodes: u64,
+    pub mode: Mode,
+}
 
 pub fn health_body(b: &Behaviour) -> String {
     let unassigned = match b.status {

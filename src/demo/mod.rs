@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use node::{Behaviour, FakeNode, Mode, Security};
+pub use answers::{Behaviour, Mode};
+pub use node::{FakeNode, Security};
 
 use crate::config::ClusterStatus;
-use crate::runtime::{self, RunError};
+use crate::runtime::{self, RunError, StartupError};
 
 /// Where the demo listens.
 pub struct DemoOptions {
@@ -32,7 +33,7 @@ pub fn run(opts: DemoOptions) -> Result<(), RunError> {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
+                    let _ = tx.send(Err(io_error("cannot start the demo nodes' event loop", e)));
                     return;
                 }
             };
@@ -42,7 +43,8 @@ pub fn run(opts: DemoOptions) -> Result<(), RunError> {
                     match FakeNode::start(name, "demo").await {
                         Ok(n) => nodes.push(n),
                         Err(e) => {
-                            let _ = tx.send(Err(format!("cannot start demo node {name}: {e}")));
+                            let _ = tx
+                                .send(Err(io_error(&format!("cannot start demo node {name}"), e)));
                             return;
                         }
                     }
@@ -51,11 +53,13 @@ pub fn run(opts: DemoOptions) -> Result<(), RunError> {
                 script(&nodes).await;
             });
         })
-        .map_err(|e| RunError::Startup(format!("cannot start the demo nodes: {e}")))?;
-    let addrs = rx
-        .recv()
-        .map_err(|_| RunError::Startup("the demo nodes did not start".into()))?
-        .map_err(RunError::Startup)?;
+        .map_err(|e| io_error("cannot start the demo nodes", e))?;
+    let addrs = rx.recv().map_err(|_| {
+        io_error(
+            "the demo nodes did not start",
+            std::io::Error::other("their thread ended"),
+        )
+    })??;
     let opts = DemoOptions {
         listen: concrete(opts.listen)?,
         admin: concrete(opts.admin)?,
@@ -95,13 +99,13 @@ fn concrete(addr: SocketAddr) -> Result<SocketAddr, RunError> {
     }
     std::net::TcpListener::bind(addr)
         .and_then(|l| l.local_addr())
-        .map_err(|e| RunError::Startup(format!("cannot find a free port on {}: {e}", addr.ip())))
+        .map_err(|e| io_error(&format!("cannot find a free port on {}", addr.ip()), e))
 }
 
 fn write_config(opts: &DemoOptions, addrs: &[SocketAddr]) -> Result<PathBuf, RunError> {
     let dir = std::env::temp_dir().join(format!("roundhouse-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| RunError::Startup(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| io_error(&format!("cannot create {}", dir.display()), e))?;
     let path = dir.join("roundhouse.yaml");
     let servers: String = addrs
         .iter()
@@ -119,7 +123,7 @@ fn write_config(opts: &DemoOptions, addrs: &[SocketAddr]) -> Result<PathBuf, Run
         listen = opts.listen,
     );
     std::fs::write(&path, text)
-        .map_err(|e| RunError::Startup(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| io_error(&format!("cannot write {}", path.display()), e))?;
     Ok(path)
 }
 
@@ -154,4 +158,13 @@ async fn script(nodes: &[FakeNode]) {
             nodes[node].set(change);
         }
     }
+}
+
+/// A failure of the system underneath the demo, saying what was being done.
+fn io_error(what: &str, source: std::io::Error) -> RunError {
+    StartupError::Io {
+        what: what.to_owned(),
+        source,
+    }
+    .into()
 }

@@ -2,8 +2,8 @@
 
 use serde::Deserialize;
 
-use super::state::{ClusterView, FailureKind};
 use crate::config::{ClusterStatus, EsCheck};
+use crate::server::{ClusterView, FailureKind};
 
 /// The fields of `GET /_cluster/health` that a check looks at.
 #[derive(Debug, Deserialize)]

@@ -1,31 +1,37 @@
-//! Health checking: one checker task per server, the check kinds, and the rise/fall state.
+//! Health checking: one checker task per server and the check kinds (tcp, http, elasticsearch).
 //!
-//! The [`Supervisor`] keeps exactly one checker per server of the running configuration. A reload
-//! hands it the new backends: servers that stay keep their checker (and their health), which gets
+//! The [`Supervisor`] keeps exactly one checker per [`CheckPlan`]: one plan per server of the
+//! running configuration, naming what to check and the [`ServerState`] to record results in. A
+//! reload hands it new plans: servers that stay keep their checker (and their health), which gets
 //! the new settings and checks at once; new servers get a checker that checks at once; removed
 //! servers lose theirs. Checks of different servers run concurrently on the control thread and
-//! never touch the data path, which only reads each server's health atomically.
+//! never touch the data path, which only reads each server's health atomically. The rise/fall
+//! state itself lives with the server (`server::health`), not here.
 
 mod elasticsearch;
 mod probe;
-mod state;
 mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{AdminState, Backend, ServerKey, ServerState};
 use crate::metrics::BackendMetrics;
+use crate::server::{AdminState, ServerKey, ServerState};
 
-pub use probe::{CheckTarget, describe_io};
-pub use state::{
-    ClusterView, FailureKind, Health, HealthView, LastCheck, Observation, Tracker, Transition,
-};
+pub use probe::CheckTarget;
+
+/// What to check for one server, and where its results go.
+pub struct CheckPlan {
+    pub key: ServerKey,
+    pub target: Arc<CheckTarget>,
+    pub state: Arc<ServerState>,
+    /// The backend's handles (the check-duration histogram).
+    pub metrics: BackendMetrics,
+}
 
 struct Checker {
     settings: watch::Sender<Arc<CheckTarget>>,
@@ -50,33 +56,10 @@ impl Default for Supervisor {
 }
 
 impl Supervisor {
-    /// Makes the checkers match `backends`: starts, updates and stops them as needed.
-    pub fn apply(&mut self, backends: &[Arc<Backend>]) {
-        let mut wanted = HashMap::new();
-        for b in backends {
-            if b.config
-                .health_check
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.insecure_skip_verify)
-            {
-                tracing::warn!(
-                    backend = %b.name(),
-                    "health checks accept ANY TLS certificate (insecure_skip_verify: true): a node impersonated by anyone on the path would pass"
-                );
-            }
-            for s in &b.servers {
-                let target = Arc::new(CheckTarget::new(
-                    b.config.health_check.clone(),
-                    s.addr,
-                    s.config.address.host.clone(),
-                ));
-                wanted.insert(
-                    s.state.key.clone(),
-                    (target, s.state.clone(), b.state.metrics.clone()),
-                );
-            }
-        }
+    /// Makes the checkers match `plans`: starts, updates and stops them as needed.
+    pub fn apply(&mut self, plans: Vec<CheckPlan>) {
+        let wanted: HashMap<ServerKey, CheckPlan> =
+            plans.into_iter().map(|p| (p.key.clone(), p)).collect();
         self.checkers.retain(|key, checker| {
             let keep = wanted.contains_key(key);
             if !keep {
@@ -84,7 +67,13 @@ impl Supervisor {
             }
             keep
         });
-        for (key, (target, state, metrics)) in wanted {
+        for (key, plan) in wanted {
+            let CheckPlan {
+                target,
+                state,
+                metrics,
+                ..
+            } = plan;
             match self.checkers.get(&key) {
                 Some(c) => {
                     c.settings.send_if_modified(|current| {
@@ -171,14 +160,4 @@ async fn run_checker(
             _ = state.recheck.notified() => {}
         }
     }
-}
-
-/// How long the first round of checks can take at most: the longest timeout, plus slack.
-pub fn first_round_deadline(backends: &[Arc<Backend>]) -> Duration {
-    backends
-        .iter()
-        .map(|b| b.config.health_check.timeout)
-        .max()
-        .unwrap_or_default()
-        + Duration::from_millis(500)
 }

@@ -2,7 +2,6 @@
 //! with credentials if configured) judged as http or as Elasticsearch. Every outcome, a
 //! timeout included, becomes an [`Observation`] with a reason.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -14,10 +13,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::elasticsearch;
-use super::state::{FailureKind, Observation};
 use super::tls::Tls;
 use crate::config::{CheckAuth, CheckKind, HealthCheckConfig};
 use crate::http1;
+use crate::server::{FailureKind, Observation};
+use crate::words::describe_io;
 
 /// Health answers are small; anything larger is not one.
 const MAX_BODY: usize = 256 * 1024;
@@ -43,7 +43,10 @@ impl PartialEq for CheckTarget {
 
 impl CheckTarget {
     pub fn new(config: HealthCheckConfig, addr: SocketAddr, host: String) -> CheckTarget {
-        let tls = config.tls.as_ref().map(|t| Tls::new(t, &host));
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| Tls::new(t, &host).map_err(|e| e.to_string()));
         let authorization = config.auth.as_ref().map(|a| {
             let value = match a {
                 CheckAuth::Basic { username, password } => {
@@ -118,7 +121,7 @@ async fn attempt(target: &CheckTarget) -> elasticsearch::Verdict {
         Some(Err(why)) => return other(why.clone()),
         Some(Ok(tls)) => match tls.connect(stream).await {
             Ok(s) => get(TokioIo::new(s), path, &headers).await,
-            Err(why) => return other(why),
+            Err(why) => return other(why.to_string()),
         },
     };
     let (status, body) = match answer {
@@ -143,7 +146,9 @@ async fn get<T>(
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    http1::request(io, Method::GET, path, headers, MAX_BODY).await
+    http1::request(io, Method::GET, path, headers, MAX_BODY)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What to fix when a node refuses the check's credentials.
@@ -158,18 +163,4 @@ fn auth_failure(status: u16, has_auth: bool) -> String {
 /// True when a failure reason says the node refused the check's credentials.
 pub fn is_auth_failure(reason: &str) -> bool {
     reason.starts_with("authentication") || reason.starts_with("not authorized")
-}
-
-/// A connect error as an operator would say it.
-pub fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset".into(),
-        io::ErrorKind::TimedOut => "connect timed out".into(),
-        _ => match e.raw_os_error() {
-            Some(libc::EHOSTUNREACH) => "no route to host".into(),
-            Some(libc::ENETUNREACH) => "network unreachable".into(),
-            _ => e.to_string(),
-        },
-    }
 }

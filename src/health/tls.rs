@@ -15,6 +15,25 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::CheckTls;
 
+/// Why a TLS client could not be built, or a handshake failed. The `Display` form is the reason
+/// a health check shows.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS setup failed: {0}")]
+    Setup(#[source] rustls::Error),
+    #[error("none of the {ignored} certificates of ca_file is usable as a CA")]
+    NoUsableCa { ignored: usize },
+    #[error("{0:?} is not a name TLS can verify")]
+    BadName(String),
+    /// The handshake failed; `reason` says it the way an operator acts on it.
+    #[error("{reason}")]
+    Handshake {
+        reason: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// A ready-to-use TLS client for one server.
 #[derive(Clone)]
 pub struct Tls {
@@ -24,11 +43,11 @@ pub struct Tls {
 
 impl Tls {
     /// Builds the client for a server whose configured host is `host`.
-    pub fn new(settings: &CheckTls, host: &str) -> Result<Tls, String> {
+    pub fn new(settings: &CheckTls, host: &str) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?;
+            .map_err(TlsError::Setup)?;
         let config = if settings.insecure_skip_verify {
             builder
                 .dangerous()
@@ -40,9 +59,7 @@ impl Tls {
                     let mut store = RootCertStore::empty();
                     let (_, ignored) = store.add_parsable_certificates(certs.iter().cloned());
                     if store.is_empty() {
-                        return Err(format!(
-                            "none of the {ignored} certificates of ca_file is usable as a CA"
-                        ));
+                        return Err(TlsError::NoUsableCa { ignored });
                     }
                     Arc::new(store)
                 }
@@ -52,7 +69,7 @@ impl Tls {
         };
         let name = settings.server_name.as_deref().unwrap_or(host);
         let name = ServerName::try_from(name.to_owned())
-            .map_err(|_| format!("{name:?} is not a name TLS can verify"))?;
+            .map_err(|_| TlsError::BadName(name.to_owned()))?;
         Ok(Tls {
             connector: TlsConnector::from(Arc::new(config)),
             name,
@@ -60,11 +77,14 @@ impl Tls {
     }
 
     /// Runs the handshake over a connected stream.
-    pub async fn connect(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    pub async fn connect(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, TlsError> {
         self.connector
             .connect(self.name.clone(), stream)
             .await
-            .map_err(|e| describe(&e, &self.name))
+            .map_err(|source| TlsError::Handshake {
+                reason: describe(&source, &self.name),
+                source,
+            })
     }
 }
 

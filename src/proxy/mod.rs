@@ -10,11 +10,10 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
-use crate::health::{FailureKind, Observation, describe_io};
 use crate::metrics::RejectReason;
-use crate::runtime::{Route, Shared};
-
-pub use relay::{End, Outcome};
+use crate::server::{FailureKind, Observation};
+use crate::state::{Route, Shared};
+use crate::words::describe_io;
 
 /// The most servers one client connection may try (`retries` is at most 16).
 const MAX_TRIES: usize = 17;

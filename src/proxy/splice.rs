@@ -24,6 +24,7 @@ thread_local! {
 
 impl Pipe {
     /// A pipe from this thread's pool, or a new one.
+    #[allow(unsafe_code)]
     pub fn take() -> io::Result<Pipe> {
         if let Some(p) = POOL.with_borrow_mut(|p| p.pop()) {
             return Ok(p);
@@ -76,6 +77,7 @@ impl Pipe {
     }
 }
 
+#[allow(unsafe_code)]
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: splice reads and writes only through the two descriptors, both open for the
     // duration of the call; null offsets mean "the descriptors' own positions".

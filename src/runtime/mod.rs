@@ -1,14 +1,16 @@
-//! Startup, signals, reload and shutdown. The only place that stores a new [`Running`].
+//! The conductor: startup, signals, the reload sequence and shutdown. The only place that
+//! stores a new [`Running`] snapshot.
 //!
 //! The control thread (this module, the health checkers and the admin endpoint) runs on its own
 //! small event loop; proxied connections run on the worker threads. Startup order matters to
 //! systemd: listeners are bound and the first round of health checks has answered before
 //! `READY=1`, so a unit that is "active" really serves.
 
-mod running;
+mod reload;
 mod workers;
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,13 +22,16 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
-use crate::config::{ConfigError, ConfigErrors};
-use crate::health::{self, Health, Supervisor};
+use crate::backend::{Backend, FailOpenChange, StopReason};
+use crate::config::{ConfigErrors, Name};
+use crate::health::{CheckPlan, CheckTarget, Supervisor};
 use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
-use crate::notify::{self, Notifier, Rejection};
-
-pub use running::{LastReload, Prepared, Route, Running, Shared, build, prepare};
+use crate::notify::Notifier;
+use crate::resolve::prepare;
+use crate::server::Health;
+use crate::state::{self, LastReload, Shared};
+use crate::words;
 use workers::{HEARTBEAT, Workers};
 
 /// Why `run` could not start or had to stop.
@@ -34,10 +39,43 @@ use workers::{HEARTBEAT, Workers};
 pub enum RunError {
     /// The configuration is not usable (or not enabled); nothing was started.
     #[error("{0}")]
-    Config(ConfigErrors),
+    Config(#[source] ConfigErrors),
     /// Something outside the configuration failed (binding a port, starting threads).
     #[error("{0}")]
-    Startup(String),
+    Startup(#[from] StartupError),
+}
+
+/// What failed while starting, outside the configuration itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot start the control event loop: {0}")]
+    ControlLoop(#[source] io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    #[error("cannot start worker threads: {0}")]
+    Workers(#[source] io::Error),
+    #[error("cannot bind listener {listener} on {addr}: {source}")]
+    Bind {
+        listener: Name,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot bind the admin endpoint on {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot serve the admin endpoint: {0}")]
+    AdminServe(#[source] io::Error),
+    /// Anything else that needs the system (the demo's files and threads).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Runs the proxy in the foreground until SIGTERM or SIGINT.
@@ -45,7 +83,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| RunError::Startup(format!("cannot start the control event loop: {e}")))?;
+        .map_err(StartupError::ControlLoop)?;
     rt.block_on(async {
         let mut signals = Signals::install()?;
         let notifier = Notifier::from_env();
@@ -55,7 +93,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
                 let status = match &e {
                     RunError::Config(errs) if errs.is_refusal_only() => errs.summary(),
                     RunError::Config(errs) => format!("configuration error: {}", errs.summary()),
-                    RunError::Startup(msg) => format!("failed to start: {msg}"),
+                    RunError::Startup(e) => format!("failed to start: {e}"),
                 };
                 notifier.status(&status);
                 return Err(e);
@@ -76,10 +114,7 @@ struct Signals {
 
 impl Signals {
     fn install() -> Result<Signals, RunError> {
-        let install = |kind| {
-            signal(kind)
-                .map_err(|e| RunError::Startup(format!("cannot install signal handlers: {e}")))
-        };
+        let install = |kind| signal(kind).map_err(|e| RunError::from(StartupError::Signals(e)));
         Ok(Signals {
             hangup: install(SignalKind::hangup())?,
             terminate: install(SignalKind::terminate())?,
@@ -109,10 +144,7 @@ impl Control {
         raise_fd_limit();
         let workers = match Workers::start(prepared.config.workers) {
             Ok(w) => w,
-            Err(e) => {
-                let e = RunError::Startup(format!("cannot start worker threads: {e}"));
-                return Err((notifier, e));
-            }
+            Err(e) => return Err((notifier, StartupError::Workers(e).into())),
         };
         let mut bound = HashMap::new();
         for l in &prepared.config.listeners {
@@ -120,32 +152,30 @@ impl Control {
                 Ok(b) => {
                     bound.insert(l.bind, b);
                 }
-                Err(e) => {
-                    let e = RunError::Startup(format!(
-                        "cannot bind listener {} on {}: {e}",
-                        l.name, l.bind
-                    ));
+                Err(source) => {
                     workers.stop();
-                    return Err((notifier, e));
+                    let e = StartupError::Bind {
+                        listener: l.name.clone(),
+                        addr: l.bind,
+                        source,
+                    };
+                    return Err((notifier, e.into()));
                 }
             }
         }
         let admin_socket = match admin::bind(prepared.config.admin.bind) {
             Ok(l) => l,
-            Err(e) => {
-                let e = RunError::Startup(format!(
-                    "cannot bind the admin endpoint on {}: {e}",
-                    prepared.config.admin.bind
-                ));
+            Err(source) => {
                 workers.stop();
-                return Err((notifier, e));
+                let addr = prepared.config.admin.bind;
+                return Err((notifier, StartupError::AdminBind { addr, source }.into()));
             }
         };
         let locals = bound.iter().map(|(k, b)| (*k, b.local)).collect();
         let metrics = Metrics::new();
         metrics.init_reloads();
         let changes = Arc::new(Notify::new());
-        let running = running::build(prepared, None, &locals, &metrics, &changes);
+        let running = state::build(prepared, None, &locals, &metrics, &changes);
         metrics.reload(true);
         let shared = Arc::new(Shared {
             running: ArcSwap::from_pointee(running),
@@ -161,13 +191,12 @@ impl Control {
             Ok(a) => a,
             Err(e) => {
                 workers.stop();
-                let e = RunError::Startup(format!("cannot serve the admin endpoint: {e}"));
-                return Err((notifier, e));
+                return Err((notifier, StartupError::AdminServe(e).into()));
             }
         };
         let mut supervisor = Supervisor::default();
         let backends = shared.running.load().backends.clone();
-        supervisor.apply(&backends);
+        supervisor.apply(check_plans(&backends));
         first_round(&shared, &backends).await;
         let listeners = bound
             .into_iter()
@@ -224,147 +253,15 @@ impl Control {
         self.shutdown(signals).await;
     }
 
-    /// Re-reads the file; applies it only if all of it is valid and every new listener binds.
-    async fn reload(&mut self) {
-        self.notifier.reloading();
-        tracing::info!(config = %self.path.display(), "reloading configuration");
-        match self.try_reload().await {
-            Ok(()) => {
-                *self.shared.last_reload.lock().expect("reload record lock") = LastReload {
-                    at: SystemTime::now(),
-                    rejection: None,
-                };
-                self.shared.metrics.reload(true);
-                tracing::info!(config = %self.path.display(), "configuration reloaded");
-            }
-            Err(errors) => {
-                self.shared.metrics.reload(false);
-                for e in &errors.0 {
-                    tracing::error!(
-                        "reload rejected, still serving the previous configuration: {e}"
-                    );
-                }
-                let now = SystemTime::now();
-                *self.shared.last_reload.lock().expect("reload record lock") = LastReload {
-                    at: now,
-                    rejection: Some(Rejection {
-                        at: now,
-                        reason: errors.summary(),
-                    }),
-                };
-            }
-        }
-        let status = self.refresh_status();
-        self.notifier.ready(&status);
-    }
-
-    async fn try_reload(&mut self) -> Result<(), ConfigErrors> {
-        let prepared = prepare(&self.path).await?;
-        let old_workers = self.workers.handles().len();
-        if prepared.config.workers != old_workers {
-            tracing::warn!(
-                running = old_workers,
-                configured = prepared.config.workers,
-                "workers changes at the next restart, not on reload"
-            );
-        }
-        // Bind every new address before anything changes, so a failure leaves all as it was.
-        let mut fresh = HashMap::new();
-        for (i, l) in prepared.config.listeners.iter().enumerate() {
-            if self.listeners.contains_key(&l.bind) {
-                continue;
-            }
-            let b = listener::bind(l.bind, old_workers).map_err(|e| {
-                ConfigErrors(vec![ConfigError::Invalid {
-                    file: self.path.clone(),
-                    path: format!("listeners[{i}].bind"),
-                    message: format!("cannot bind {}: {e}", l.bind),
-                }])
-            })?;
-            fresh.insert(l.bind, b);
-        }
-        let old_admin = self.shared.running.load().config.admin.bind;
-        let new_admin = prepared.config.admin.bind;
-        let admin_socket = if new_admin == old_admin {
-            None
-        } else {
-            Some(admin::bind(new_admin).map_err(|e| {
-                ConfigErrors(vec![ConfigError::Invalid {
-                    file: self.path.clone(),
-                    path: "admin.bind".into(),
-                    message: format!("cannot bind {new_admin}: {e}"),
-                }])
-            })?)
-        };
-        let mut locals: HashMap<SocketAddr, SocketAddr> =
-            self.listeners.iter().map(|(k, a)| (*k, a.local)).collect();
-        locals.extend(fresh.iter().map(|(k, b)| (*k, b.local)));
-        let old = self.shared.running.load_full();
-        let new = running::build(
-            prepared,
-            Some(&old),
-            &locals,
-            &self.shared.metrics,
-            &self.shared.changes,
-        );
-        let removed: Vec<SocketAddr> = self
-            .listeners
-            .keys()
-            .filter(|k| !new.routes.contains_key(k))
-            .copied()
-            .collect();
-        // New servers are checked before the swap, so a reload that replaces every server of a
-        // backend never leaves clients a moment with no server known to be up.
-        self.supervisor.apply(&new.backends);
-        first_round(&self.shared, &new.backends).await;
-        self.shared.running.store(Arc::new(new));
-        for (key, b) in fresh {
-            let accepting = start_listener(b, key, &self.workers, &self.shared);
-            self.listeners.insert(key, accepting);
-        }
-        if let Some(socket) = admin_socket {
-            match admin::start(socket, self.shared.clone()) {
-                Ok(a) => self.admin = a,
-                Err(e) => {
-                    tracing::error!(bind = %new_admin, error = %e, "cannot serve the admin endpoint at its new address; it stays where it was")
-                }
-            }
-        }
-        for key in removed {
-            if let Some(a) = self.listeners.remove(&key) {
-                a.close().await;
-                tracing::info!(bind = %key, "stopped listening; open connections continue");
-            }
-        }
-        running::forget_removed(&old, &self.shared.running.load(), &self.shared.metrics);
-        Ok(())
-    }
-
-    /// Recomputes the backend gauges and the STATUS line; sends it if it changed.
+    /// Brings the backend gauges and the STATUS line up to date; sends the line if it changed.
     fn refresh_status(&mut self) -> String {
         let running = self.shared.running.load();
         for b in &running.backends {
-            b.state.metrics.servers_up.set(b.servers_up() as i64);
-            let open_to = b.failing_open_to();
-            let was = b.state.set_failing_open(!open_to.is_empty());
-            if !open_to.is_empty() && !was {
-                let servers: Vec<&str> = open_to.iter().map(|s| &*s.config.name).collect();
-                tracing::warn!(
-                    backend = %b.name(),
-                    servers = %servers.join(","),
-                    reason = ?notify::fail_open_reasons(b, &open_to),
-                    "FAIL-OPEN: no server passes its health check; sending traffic to the servers whose only failure is the cluster colour"
-                );
-            } else if open_to.is_empty() && was {
-                let why = if b.servers_up() > 0 {
-                    "a server passes its health check again"
-                } else {
-                    "no server is reachable with the right cluster and enough nodes: clients are closed"
-                };
-                tracing::warn!(backend = %b.name(), reason = why, "stopped failing open");
+            if let Some(change) = b.refresh() {
+                log_fail_open(b, &change);
             }
         }
-        let status = notify::status_line(
+        let status = words::status_line(
             running.routes.len(),
             &running.backends,
             running.loaded_at,
@@ -433,9 +330,66 @@ fn start_listener(
     listener::start(bound, key, workers.handles(), shared)
 }
 
-/// Waits until every server has had its first check (or the longest check timeout passed).
-async fn first_round(shared: &Shared, backends: &[Arc<crate::backend::Backend>]) {
-    let deadline = tokio::time::Instant::now() + health::first_round_deadline(backends);
+/// Says once, at warning level, that a backend started or stopped failing open, and why.
+fn log_fail_open(b: &Backend, change: &FailOpenChange) {
+    match change {
+        FailOpenChange::Started { servers } => {
+            let servers: Vec<&str> = servers.iter().map(|s| &**s).collect();
+            tracing::warn!(
+                backend = %b.name(),
+                servers = %servers.join(","),
+                reason = ?words::fail_open_reasons(b, &b.failing_open_to()),
+                "FAIL-OPEN: no server passes its health check; sending traffic to the servers whose only failure is the cluster colour"
+            );
+        }
+        FailOpenChange::Stopped(why) => {
+            let why = match why {
+                StopReason::ServerUp => "a server passes its health check again",
+                StopReason::NothingReachable => {
+                    "no server is reachable with the right cluster and enough nodes: clients are closed"
+                }
+            };
+            tracing::warn!(backend = %b.name(), reason = why, "stopped failing open");
+        }
+    }
+}
+
+/// One check plan per server of `backends`: what the supervisor's checkers run.
+fn check_plans(backends: &[Arc<Backend>]) -> Vec<CheckPlan> {
+    let mut plans = Vec::new();
+    for b in backends {
+        let hc = &b.config.health_check;
+        if hc.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!(
+                backend = %b.name(),
+                "health checks accept ANY TLS certificate (insecure_skip_verify: true): a node impersonated by anyone on the path would pass"
+            );
+        }
+        for s in &b.servers {
+            plans.push(CheckPlan {
+                key: s.state.key.clone(),
+                target: Arc::new(CheckTarget::new(
+                    hc.clone(),
+                    s.addr,
+                    s.config.address.host.clone(),
+                )),
+                state: s.state.clone(),
+                metrics: b.state.metrics.clone(),
+            });
+        }
+    }
+    plans
+}
+
+/// Waits until every server has had its first check (or the longest check timeout, plus
+/// slack, has passed).
+async fn first_round(shared: &Shared, backends: &[Arc<Backend>]) {
+    let longest = backends
+        .iter()
+        .map(|b| b.config.health_check.timeout)
+        .max()
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + longest + Duration::from_millis(500);
     loop {
         let pending = backends
             .iter()

@@ -1,0 +1,199 @@
+//! One server's state, as both sides see it: what identifies it across reloads, what an operator
+//! asked of it, its health (the rise/fall tracker in [`health`]) and its counters.
+//!
+//! Neither the balancer side ([`crate::backend`]) nor the checker side ([`crate::health`]) owns
+//! this: the checkers write observations into a [`ServerState`], the balancer reads
+//! [`ServerState::in_rotation`] with two relaxed atomic loads, and a reload hands the same
+//! `Arc<ServerState>` to the new snapshot for every server that stays.
+
+pub mod health;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
+
+use crate::config::Name;
+use crate::metrics::ServerMetrics;
+
+pub use health::{ClusterView, FailureKind, Health, Observation, Tracker, Transition};
+
+/// What identifies a server across reloads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    pub backend: Name,
+    pub server: Name,
+    pub addr: SocketAddr,
+}
+
+/// What an operator asked of a server through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    /// In rotation whenever healthy.
+    Ready = 0,
+    /// No new connections; open ones finish. Health checks go on.
+    Drain = 1,
+    /// Out of rotation and health checks paused (maintenance).
+    Maint = 2,
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> AdminState {
+        match v {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+}
+
+/// The state of one server that is carried across reloads.
+pub struct ServerState {
+    pub key: ServerKey,
+    pub health: Tracker,
+    admin: AtomicU8,
+    pub metrics: ServerMetrics,
+    /// Wakes the server's checker for an immediate check.
+    pub recheck: Notify,
+    /// Tells the runtime that some server's state changed (for STATUS and backend gauges).
+    changes: Arc<Notify>,
+    /// The state word last published and since when it holds.
+    published: Mutex<(&'static str, SystemTime)>,
+}
+
+impl ServerState {
+    /// A server not checked yet, in the operator's state `admin`.
+    pub fn new(
+        key: ServerKey,
+        metrics: ServerMetrics,
+        changes: Arc<Notify>,
+        admin: AdminState,
+    ) -> ServerState {
+        let s = ServerState {
+            key,
+            health: Tracker::default(),
+            admin: AtomicU8::new(admin as u8),
+            metrics,
+            recheck: Notify::new(),
+            changes,
+            published: Mutex::new(("", SystemTime::now())),
+        };
+        s.publish_state();
+        s
+    }
+
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// Sets the operator's state; returns the previous one.
+    pub fn set_admin(&self, state: AdminState) -> AdminState {
+        let old = AdminState::from_u8(self.admin.swap(state as u8, Ordering::Relaxed));
+        if old != state {
+            self.metrics.state_changes.inc();
+            self.publish_state();
+            if old == AdminState::Maint {
+                // checks were paused: find out where the server stands now
+                self.recheck.notify_one();
+            }
+        }
+        old
+    }
+
+    /// True when the server may receive a new connection.
+    pub fn in_rotation(&self) -> bool {
+        self.health.health() == Health::Up && self.admin() == AdminState::Ready
+    }
+
+    /// True when the server may receive connections while its backend fails open: it is down
+    /// only because of the cluster colour, and nobody drained it.
+    pub fn fail_open_eligible(&self) -> bool {
+        self.admin() == AdminState::Ready && self.health.down_on_colour_only()
+    }
+
+    /// The single word used in metrics and status: up, down, drain or maint.
+    pub fn state_word(&self) -> &'static str {
+        match (self.admin(), self.health.health()) {
+            (AdminState::Maint, _) => "maint",
+            (AdminState::Drain, _) => "drain",
+            (AdminState::Ready, Health::Up) => "up",
+            (AdminState::Ready, _) => "down",
+        }
+    }
+
+    /// Records the result of a health check.
+    pub fn observe(&self, obs: Observation, rise: u32, fall: u32) -> Option<Transition> {
+        if obs.failure.is_none() {
+            self.metrics.checks_pass.inc();
+        } else {
+            self.metrics.checks_fail.inc();
+        }
+        if let Some(c) = &obs.cluster {
+            self.metrics.set_cluster_status(c.status);
+        }
+        self.record(obs, rise, fall)
+    }
+
+    /// Records a failed client connect: it counts toward `fall` like a failed check, and asks
+    /// the checker to confirm at once.
+    pub fn observe_passive(&self, obs: Observation, rise: u32, fall: u32) -> Option<Transition> {
+        let t = self.record(obs, rise, fall);
+        self.recheck.notify_one();
+        t
+    }
+
+    /// Logs and publishes a change of state once, with its reason.
+    fn record(&self, obs: Observation, rise: u32, fall: u32) -> Option<Transition> {
+        let t = self.health.record(obs, rise, fall)?;
+        let (backend, server) = (&*self.key.backend, &*self.key.server);
+        match t.to {
+            Health::Up if t.from == Health::Unknown => {
+                tracing::info!(backend = %backend, server = %server, "server is up")
+            }
+            Health::Up => {
+                tracing::info!(backend = %backend, server = %server, "server is up again")
+            }
+            _ => {
+                tracing::warn!(backend = %backend, server = %server, reason = ?t.reason, "server is down")
+            }
+        }
+        if t.from != Health::Unknown {
+            self.metrics.state_changes.inc();
+        }
+        self.publish_state();
+        Some(t)
+    }
+
+    /// Since when the server is in its current state (up, down, drain or maint).
+    pub fn since(&self) -> SystemTime {
+        self.published
+            .lock()
+            .expect("published lock is never poisoned")
+            .1
+    }
+
+    fn publish_state(&self) {
+        let word = self.state_word();
+        let mut published = self
+            .published
+            .lock()
+            .expect("published lock is never poisoned");
+        if published.0 != word {
+            *published = (word, SystemTime::now());
+        }
+        drop(published);
+        self.metrics.set_state(word);
+        self.changes.notify_one();
+    }
+}
