@@ -43,18 +43,49 @@ async fn weights_are_respected() {
 #[tokio::test]
 async fn connect_retry_skips_a_dead_server_the_checks_have_not_caught() {
     let mut nodes = three_nodes().await;
-    // checks so rare that only client connections can notice the dead node
+    // fall: 100, so within this test neither checks nor failed connects take es-2 out of
+    // rotation: only the retry of each client's connect can keep es-2's clients served
     let backend = es_backend(&nodes)
         .check("interval", "1h")
         .check("timeout", "1s")
-        .check("fall", "3");
+        .check("fall", "100");
     let rh = serve(backend).await;
     let addr = rh.listener("es").await;
+    let admin = rh.admin().await;
     nodes.remove(1).stop().await; // es-2 stops listening
     let seen = names(addr, 12).await;
     assert!(!seen.contains(&"es-2".to_owned()), "{seen:?}");
     assert_eq!(seen.len(), 12, "every client was served");
-    // three failed client connects count as three failed checks: es-2 leaves rotation
+    let m = Scrape::from(admin).await;
+    let failures = m.get(
+        "roundhouse_server_connect_failures_total",
+        &[("backend", "es"), ("server", "es-2")],
+    );
+    assert!(failures >= 4.0, "es-2 was tried and refused: {failures}");
+    assert_eq!(
+        m.get(
+            "roundhouse_server_up",
+            &[("backend", "es"), ("server", "es-2")]
+        ),
+        1.0,
+        "es-2 was still in rotation: the retries served its clients"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_client_connect_counts_as_a_failed_check() {
+    let mut nodes = three_nodes().await;
+    // no check runs after the first round (interval: 1h); the first refused client connect is
+    // the first failure es-2 sees, and with fall: 1 it takes es-2 out at once
+    let backend = es_backend(&nodes)
+        .check("interval", "1h")
+        .check("timeout", "1s")
+        .check("fall", "1");
+    let rh = serve(backend).await;
+    let addr = rh.listener("es").await;
+    nodes.remove(1).stop().await;
+    let seen = names(addr, 3).await;
+    assert_eq!(seen.len(), 3, "every client was served: {seen:?}");
     let line = rh
         .stderr
         .wait_for(

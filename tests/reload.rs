@@ -198,6 +198,7 @@ async fn servers_that_stay_keep_their_health() {
     let config = es_config(&[&nodes[0], &nodes[1], &nodes[2]])
         .backend(Backend::new("other").server("x", nodes[0].addr()));
     let mut rh = Roundhouse::start(&config.yaml()).await;
+    let admin = rh.admin().await;
     nodes[1].set(|b| b.status = ClusterStatus::Red);
     rh.notify
         .wait_status(
@@ -205,7 +206,10 @@ async fn servers_that_stay_keep_their_health() {
             SOON,
         )
         .await;
-    let ups = rh.stderr.count("server is up");
+    // stderr arrives through a pipe, apart from the notify socket: wait for the lines themselves
+    rh.stderr.wait_count("server is up", 4, SOON).await;
+    rh.stderr.wait_count("server is down", 1, SOON).await;
+    let checks_before = checks_per_server(admin).await;
     // reload with other health settings: es-2 stays down with its reason, nobody flaps
     let changed = config.yaml().replacen("rise: 2", "rise: 3", 1);
     let ready = rh.reload(&changed).await;
@@ -213,9 +217,48 @@ async fn servers_that_stay_keep_their_health() {
         ready.contains("DEGRADED: es: 2/3 servers up (es-2: cluster status red)"),
         "{ready}"
     );
-    rh.notify.wait_for(&["READY=1"], SOON).await;
-    assert_eq!(rh.stderr.count("server is up"), ups, "{}", rh.stderr.text());
+    // new settings mean a check at once: wait until every server has had it, then until every
+    // line logged before a later event has arrived
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let now = checks_per_server(admin).await;
+        if now.iter().zip(&checks_before).all(|(n, b)| n > b) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every server was checked after the reload: {checks_before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rh.log_barrier().await;
+    assert_eq!(rh.stderr.count("server is up"), 4, "{}", rh.stderr.text());
     assert_eq!(rh.stderr.count("server is down"), 1, "{}", rh.stderr.text());
+}
+
+/// Health checks so far of es-1, es-2, es-3 and x, passed or failed.
+async fn checks_per_server(admin: std::net::SocketAddr) -> Vec<f64> {
+    let m = Scrape::from(admin).await;
+    [
+        ("es", "es-1"),
+        ("es", "es-2"),
+        ("es", "es-3"),
+        ("other", "x"),
+    ]
+    .iter()
+    .map(|(b, s)| {
+        ["pass", "fail"]
+            .iter()
+            .map(|r| {
+                m.find(
+                    "roundhouse_server_health_checks_total",
+                    &[("backend", b), ("server", s), ("result", r)],
+                )
+                .unwrap_or(0.0)
+            })
+            .sum()
+    })
+    .collect()
 }
 
 #[tokio::test]

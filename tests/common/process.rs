@@ -295,6 +295,17 @@ impl Roundhouse {
         ready
     }
 
+    /// Returns once every line the process logged before now has been read: reloads the same
+    /// file again (which changes nothing) and waits for the line that reload logs last.
+    pub async fn log_barrier(&mut self) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let before = self.stderr.count("configuration reloaded");
+        self.reload(&text).await;
+        self.stderr
+            .wait_count("configuration reloaded", before + 1, Duration::from_secs(5))
+            .await;
+    }
+
     /// The process id.
     pub fn pid(&self) -> i32 {
         self.child.id().expect("roundhouse is running") as i32
