@@ -38,6 +38,17 @@ impl Probe {
             .unwrap_or_else(|| panic!("the probe printed no {key}=; output:\n{}", self.output))
             .to_owned()
     }
+
+    /// A `key=seconds` line the probe printed, as a number.
+    fn seconds(&self, key: &str) -> f64 {
+        let v = self.value(key);
+        v.parse().unwrap_or_else(|_| {
+            panic!(
+                "{key}={v} is not a number of seconds; output:\n{}",
+                self.output
+            )
+        })
+    }
 }
 
 /// Boots the container with `config` installed as /etc/roundhouse/roundhouse.yaml and runs
@@ -89,6 +100,29 @@ const PROBE_HELPERS: &str = r#"
 show() { systemctl show -p "$1" --value roundhouse; }
 # waits (up to 10s) until the unit's StatusText contains $1
 await_status() { for _ in $(seq 100); do [[ "$(show StatusText)" == *"$1"* ]] && return 0; sleep 0.1; done; return 1; }
+# waits (up to 30s) until the unit is active again, as a process other than $1, with a StatusText
+# containing $2: "recovered" as an operator would see it. The new process is asked for first: the
+# old one is still "active" until systemd notices its end, and keeps its StatusText until restart.
+await_recovered() {
+  for _ in $(seq 300); do
+    local pid; pid=$(show MainPID)
+    [[ $pid != 0 && $pid != "$1" && "$(show ActiveState)" == active && "$(show StatusText)" == *"$2"* ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# waits (up to 30s) until the unit has failed with its main process' exit status $1
+await_failed() {
+  for _ in $(seq 300); do
+    [[ "$(show ActiveState)" == failed && "$(show ExecMainStatus)" == "$1" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# the wall clock in nanoseconds; nanoseconds as seconds (to the millisecond); the seconds since $1
+now() { date +%s%N; }
+secs() { printf '%d.%03d' $(($1 / 1000000000)) $(($1 / 1000000 % 1000)); }
+since() { secs $(($(now) - $1)); }
 "#;
 
 fn config(nodes: &[&FakeNode]) -> String {
@@ -298,6 +332,166 @@ journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
     assert_eq!(p.value("main_status"), "0");
     assert!(
         p.output.contains("all connections finished"),
+        "{}",
+        p.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn a_killed_process_is_restarted_and_serves_again() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]),
+        r#"
+systemctl start roundhouse
+pid=$(show MainPID)
+echo restarts_before=$(show NRestarts)
+t0=$(now); kill -9 "$pid"
+await_recovered "$pid" "servers up"; echo recovered=$?
+echo recovery_s=$(since "$t0")
+echo active=$(systemctl is-active roundhouse)
+echo status=$(show StatusText)
+echo restarts=$(show NRestarts)
+echo new_pid=$(( $(show MainPID) != pid && $(show MainPID) != 0 ))
+echo answer=$(curl -s 127.0.0.1:19280/ | head -c 200)
+journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
+"#,
+    )
+    .await;
+    assert_eq!(p.value("recovered"), "0", "{}", p.output);
+    let recovery = p.seconds("recovery_s");
+    eprintln!("kill -9: active again with its status line after {recovery:.3}s");
+    assert!(
+        recovery >= 2.0,
+        "restarted before RestartSec=2: {recovery}s"
+    );
+    assert_eq!(p.value("active"), "active");
+    assert_eq!(p.value("status"), "serving 1 listener; es: 1/1 servers up");
+    assert_eq!(p.value("restarts_before"), "0");
+    assert_eq!(p.value("restarts"), "1", "{}", p.output);
+    assert_eq!(p.value("new_pid"), "1");
+    assert!(
+        p.value("answer").contains("\"name\":\"es-1\""),
+        "{}",
+        p.output
+    );
+    assert!(
+        p.output
+            .contains("log| roundhouse.service: Main process exited, code=killed, status=9/KILL"),
+        "{}",
+        p.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn a_hung_process_is_killed_by_the_watchdog_and_restarted() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]),
+        r#"
+mkdir -p /etc/systemd/system/roundhouse.service.d
+printf '[Service]\nWatchdogSec=3s\n' > /etc/systemd/system/roundhouse.service.d/watchdog.conf
+systemctl daemon-reload
+systemctl start roundhouse
+pid=$(show MainPID); echo pid=$pid
+echo restarts_before=$(show NRestarts)
+t0=$(now); kill -STOP "$pid"
+await_recovered "$pid" "servers up"; echo recovered=$?
+echo recovery_s=$(since "$t0")
+echo active=$(systemctl is-active roundhouse)
+echo status=$(show StatusText)
+echo restarts=$(show NRestarts)
+echo new_pid=$(( $(show MainPID) != pid && $(show MainPID) != 0 ))
+echo answer=$(curl -s 127.0.0.1:19280/ | head -c 200)
+# when systemd gave up on the stopped process, by the journal's clock
+journalctl --sync
+timeout=$(journalctl -u roundhouse -o short-unix --no-pager | awk '/Watchdog timeout/ { sub(/\./, "", $1); print $1 "000"; exit }')
+echo detection_s=$( [[ -n $timeout ]] && secs $((timeout - t0)) )
+journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
+"#,
+    )
+    .await;
+    assert_eq!(p.value("recovered"), "0", "{}", p.output);
+    let (detection, recovery) = (p.seconds("detection_s"), p.seconds("recovery_s"));
+    eprintln!(
+        "SIGSTOP, WatchdogSec=3: watchdog fired after {detection:.3}s, active again with its status line after {recovery:.3}s"
+    );
+    // The last ping came before the SIGSTOP, so the timeout falls at most 3s after it; the rest
+    // is slack for systemd's timer and the journal's clock on a busy machine.
+    assert!(detection <= 5.0, "WatchdogSec=3 fired late: {detection}s");
+    assert!(
+        recovery >= 2.0,
+        "restarted before RestartSec=2: {recovery}s"
+    );
+    assert_eq!(p.value("active"), "active");
+    assert_eq!(p.value("status"), "serving 1 listener; es: 1/1 servers up");
+    assert_eq!(p.value("restarts_before"), "0");
+    assert_eq!(p.value("restarts"), "1", "{}", p.output);
+    assert_eq!(p.value("new_pid"), "1");
+    assert!(
+        p.value("answer").contains("\"name\":\"es-1\""),
+        "{}",
+        p.output
+    );
+    for line in [
+        "log| roundhouse.service: Watchdog timeout (limit 3s)!".to_owned(),
+        format!(
+            "log| roundhouse.service: Killing process {} (roundhouse) with signal SIGABRT.",
+            p.value("pid")
+        ),
+        "log| roundhouse.service: Failed with result 'watchdog'.".to_owned(),
+    ] {
+        assert!(p.output.contains(&line), "no {line:?} in\n{}", p.output);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn a_config_refused_after_a_crash_is_not_restarted_in_a_loop() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]),
+        r#"
+systemctl start roundhouse
+echo before=$(show StatusText)
+sed -i 's/enabled: true/enabled: false/' /etc/roundhouse/roundhouse.yaml
+t0=$(now); kill -9 "$(show MainPID)"
+await_failed 78; echo settled=$?
+echo settle_s=$(since "$t0")
+restarts=$(show NRestarts); echo restarts=$restarts
+# RestartSec=2: a restart loop would show within four of its periods
+for _ in $(seq 16); do
+  [[ "$(show NRestarts)" == "$restarts" && "$(show ActiveState)" == failed ]] || break
+  sleep 0.5
+done
+echo restarts_later=$(show NRestarts)
+echo active=$(systemctl is-active roundhouse)
+echo main_status=$(show ExecMainStatus)
+echo status=$(show StatusText)
+journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
+"#,
+    )
+    .await;
+    assert_eq!(p.value("before"), "serving 1 listener; es: 1/1 servers up");
+    assert_eq!(p.value("settled"), "0", "{}", p.output);
+    let settle = p.seconds("settle_s");
+    eprintln!("kill -9 with a refused config: failed (exit 78, restarted once) after {settle:.3}s");
+    assert_eq!(p.value("restarts"), "1", "restarted once: {}", p.output);
+    assert_eq!(p.value("restarts_later"), "1", "{}", p.output);
+    assert_eq!(p.value("active"), "failed");
+    assert_eq!(p.value("main_status"), "78");
+    let why = "refusing to start: /etc/roundhouse/roundhouse.yaml has enabled: false — set enabled: true once it describes your cluster";
+    assert_eq!(p.value("status"), why);
+    assert!(
+        p.output.contains(&format!("log| roundhouse: {why}")),
+        "{}",
+        p.output
+    );
+    assert_eq!(
+        p.output.matches("Scheduled restart job").count(),
+        1,
         "{}",
         p.output
     );
