@@ -47,6 +47,7 @@ fn snapshot() -> (Running, SocketAddr) {
     let metrics = Metrics::new();
     let running = state::build(
         prepared,
+        state::Discovered::new(),
         None,
         &HashMap::new(),
         &metrics,
@@ -92,7 +93,7 @@ fn accounting(c: &mut Criterion) {
     });
     g.finish();
     c.bench_function("per-connection counters (open, connect time, close)", |b| {
-        let backend = metrics.backend("es");
+        let backend = metrics.backend("es", false);
         b.iter(|| {
             m.connections.inc();
             m.active.inc();

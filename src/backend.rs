@@ -9,27 +9,65 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::balancer::RoundRobin;
 use crate::config::{BackendConfig, Name, ServerConfig, WhenAllUnhealthy};
-use crate::metrics::{BackendMetrics, RejectReason};
+use crate::metrics::{BackendMetrics, DiscoveryResult, RejectReason};
+use crate::nodes::{NodeId, Publish};
 use crate::server::ServerState;
 
-/// One server as the current configuration describes it.
+/// One server as the current configuration and discovery describe it.
 pub struct Server {
     pub config: ServerConfig,
-    /// Where connections go (the configured host, resolved at load time).
+    /// Where connections go (the configured host resolved at load time, or the address the node
+    /// publishes).
     pub addr: SocketAddr,
+    pub source: Source,
     pub state: Arc<ServerState>,
+}
+
+/// Where a server came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Listed in the configuration file (a seed, when the backend discovers).
+    Configured,
+    /// Reported by the cluster itself.
+    Discovered(Member),
+}
+
+/// A node that discovery keeps in a backend's server set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    /// The server's name: the node's name.
+    pub name: Name,
+    pub publish: Publish,
 }
 
 /// The state of one backend that is carried across reloads.
 pub struct BackendState {
     pub metrics: BackendMetrics,
+    /// Whether the backend discovers (its metrics include the discovery series).
+    pub discovers: bool,
     warnings: Mutex<WarningThrottle>,
     /// Whether the backend was failing open when last looked at (to log changes once).
     failing_open: AtomicBool,
+    /// How the last discovery refresh went.
+    discovery: Mutex<Option<DiscoveryReport>>,
+}
+
+/// The outcome of a backend's last discovery refresh, for `/status`.
+#[derive(Debug, Clone)]
+pub struct DiscoveryReport {
+    pub at: SystemTime,
+    pub result: DiscoveryResult,
+    /// The server whose answer was taken.
+    pub source: Option<Name>,
+    /// Why no answer was taken, when none was.
+    pub reason: Option<String>,
+    /// Nodes the answer listed.
+    pub nodes: usize,
 }
 
 /// Clients closed for lack of a server are logged at most once a second, with a count.
@@ -40,12 +78,30 @@ struct WarningThrottle {
 }
 
 impl BackendState {
-    pub fn new(metrics: BackendMetrics) -> BackendState {
+    pub fn new(metrics: BackendMetrics, discovers: bool) -> BackendState {
         BackendState {
             metrics,
+            discovers,
             warnings: Mutex::default(),
             failing_open: AtomicBool::new(false),
+            discovery: Mutex::new(None),
         }
+    }
+
+    /// Records how the last discovery refresh went.
+    pub fn set_discovery_report(&self, report: DiscoveryReport) {
+        *self
+            .discovery
+            .lock()
+            .expect("report lock is never poisoned") = Some(report);
+    }
+
+    /// How the last discovery refresh went, if there was one.
+    pub fn discovery_report(&self) -> Option<DiscoveryReport> {
+        self.discovery
+            .lock()
+            .expect("report lock is never poisoned")
+            .clone()
     }
 
     /// Records whether the backend fails open now; returns whether it did before.
@@ -188,7 +244,7 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::metrics::Metrics;
-    use crate::server::{AdminState, FailureKind, Observation, ServerKey};
+    use crate::server::{AdminState, FailureKind, Identity, Observation, ServerKey};
 
     fn backend() -> Backend {
         let yaml = "enabled: true\nlisteners: [{name: es, bind: \"127.0.0.1:19200\", backend: es}]\n\
@@ -204,7 +260,7 @@ mod tests {
                 let key = ServerKey {
                     backend: b.name.clone(),
                     server: s.name.clone(),
-                    addr,
+                    identity: Identity::Address(addr),
                 };
                 let metrics = m.server(&b.name, &s.name);
                 let state =
@@ -212,11 +268,12 @@ mod tests {
                 Server {
                     config: s.clone(),
                     addr,
+                    source: Source::Configured,
                     state: Arc::new(state),
                 }
             })
             .collect();
-        let state = Arc::new(BackendState::new(m.backend(&b.name)));
+        let state = Arc::new(BackendState::new(m.backend(&b.name, false), false));
         Backend::new(b, servers, state)
     }
 

@@ -1,6 +1,7 @@
-//! One HTTP/1.1 request on a fresh connection: what the health checks and the admin CLI need.
+//! HTTP/1.1 requests on a fresh connection: what the health checks and the admin CLI need.
 //! Generic over the stream, so a check can speak it over TCP or TLS alike.
 
+use std::future::Future;
 use std::pin::pin;
 
 use bytes::Bytes;
@@ -41,25 +42,43 @@ pub async fn request<T>(
 where
     T: Read + Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(Error::Handshake)?;
-    let mut builder = Request::builder().method(method).uri(path);
-    for (k, v) in headers {
-        builder = builder.header(k, v);
-    }
-    let request = builder
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("roundhouse/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|source| Error::Request {
-            path: path.to_owned(),
-            source,
-        })?;
-    let exchange = async {
-        let response = sender
+    session(io, |mut s| async move {
+        s.send(method, path, headers, max_body).await
+    })
+    .await
+}
+
+/// Requests one after another on one connection (a health check that also asks the node about
+/// itself does not pay for a second connection or TLS handshake).
+pub struct Session {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Session {
+    /// Sends `method path` with `headers` and reads the answer, at most `max_body` bytes of it.
+    pub async fn send(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        max_body: usize,
+    ) -> Result<(u16, Bytes), Error> {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        let request = builder
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("roundhouse/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|source| Error::Request {
+                path: path.to_owned(),
+                source,
+            })?;
+        let response = self
+            .sender
             .send_request(request)
             .await
             .map_err(Error::NoAnswer)?;
@@ -70,8 +89,21 @@ where
             .map_err(Error::Body)?
             .to_bytes();
         Ok((status, body))
-    };
-    let mut exchange = pin!(exchange);
+    }
+}
+
+/// Opens an HTTP/1.1 connection over `io` and runs `exchange` on it; the connection's I/O is
+/// driven meanwhile, and a failure of the connection itself is reported as such.
+pub async fn session<T, F, Fut, R>(io: T, exchange: F) -> Result<R, Error>
+where
+    T: Read + Write + Unpin + Send + 'static,
+    F: FnOnce(Session) -> Fut,
+    Fut: Future<Output = Result<R, Error>>,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(Error::Handshake)?;
+    let mut exchange = pin!(exchange(Session { sender }));
     let mut conn = pin!(conn);
     let mut conn_done = false;
     // The connection future drives the I/O; the exchange finishes first unless the connection fails.

@@ -14,7 +14,7 @@ use prometheus::{
 use crate::config::ClusterStatus;
 
 /// The states a server is reported in; exactly one is 1 at any time.
-pub const SERVER_STATES: [&str; 4] = ["up", "down", "drain", "maint"];
+pub const SERVER_STATES: [&str; 5] = ["up", "down", "excluded", "drain", "maint"];
 
 /// Why a client connection was refused (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,57 @@ impl RejectReason {
     }
 }
 
+/// How a discovery refresh went (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryResult {
+    /// A trusted answer changed the server set.
+    Applied,
+    /// A trusted answer, and nothing to change.
+    Unchanged,
+    /// Every node asked failed to answer or gave an answer that could not be trusted.
+    Refused,
+    /// No server passed its checks to be asked.
+    NoSource,
+}
+
+impl DiscoveryResult {
+    const ALL: [DiscoveryResult; 4] = [
+        Self::Applied,
+        Self::Unchanged,
+        Self::Refused,
+        Self::NoSource,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::Refused => "refused",
+            Self::NoSource => "no_source",
+        }
+    }
+}
+
+/// A change discovery made to a server set (the `change` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryChange {
+    Joined,
+    Left,
+    Moved,
+}
+
+impl DiscoveryChange {
+    const ALL: [DiscoveryChange; 3] = [Self::Joined, Self::Left, Self::Moved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Left => "left",
+            Self::Moved => "moved",
+        }
+    }
+}
+
 /// Every metric family roundhouse exports, registered once per process.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +121,9 @@ pub struct Metrics {
     server_state_changes: IntCounterVec,
     server_connect_duration: HistogramVec,
     es_cluster_status: IntGaugeVec,
+    discovery_refreshes: IntCounterVec,
+    discovery_changes: IntCounterVec,
+    discovery_servers: IntGaugeVec,
 }
 
 /// Handles for one server, resolved once and carried across reloads with the server.
@@ -77,7 +131,7 @@ pub struct Metrics {
 pub struct ServerMetrics {
     pub up: IntGauge,
     /// One gauge per entry of [`SERVER_STATES`].
-    pub state: [IntGauge; 4],
+    pub state: [IntGauge; 5],
     pub active: IntGauge,
     pub connections: IntCounter,
     pub connect_failures: IntCounter,
@@ -130,6 +184,22 @@ pub struct BackendMetrics {
     pub fail_open: IntGauge,
     pub check_duration: Histogram,
     pub connect_duration: Histogram,
+    /// Servers discovery added (the configured ones not counted).
+    pub discovered: IntGauge,
+    refreshes: [IntCounter; 4],
+    changes: [IntCounter; 3],
+}
+
+impl BackendMetrics {
+    /// The counter of discovery refreshes that went this way.
+    pub fn discovery(&self, result: DiscoveryResult) -> &IntCounter {
+        &self.refreshes[result as usize]
+    }
+
+    /// The counter of this kind of change to the server set.
+    pub fn discovery_change(&self, change: DiscoveryChange) -> &IntCounter {
+        &self.changes[change as usize]
+    }
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -241,7 +311,7 @@ impl Metrics {
             server_state: gauge_vec(
                 &r,
                 "roundhouse_server_state",
-                "1 for the state the server is in (up, down, drain or maint).",
+                "1 for the state the server is in (up, down, excluded, drain or maint).",
                 &["backend", "server", "state"],
             ),
             server_active: gauge_vec(
@@ -303,6 +373,24 @@ impl Metrics {
                 "roundhouse_elasticsearch_cluster_status",
                 "1 for the cluster colour the node reported in its last health answer.",
                 &["backend", "server", "status"],
+            ),
+            discovery_refreshes: counter_vec(
+                &r,
+                "roundhouse_discovery_refreshes_total",
+                "Discovery refreshes of a backend, by result (applied, unchanged, refused, no_source).",
+                &["backend", "result"],
+            ),
+            discovery_changes: counter_vec(
+                &r,
+                "roundhouse_discovery_changes_total",
+                "Changes discovery made to a backend's servers, by change (joined, left, moved).",
+                &["backend", "change"],
+            ),
+            discovery_servers: gauge_vec(
+                &r,
+                "roundhouse_discovery_servers",
+                "Servers of a backend that discovery added (configured servers not counted).",
+                &["backend"],
             ),
             registry: r,
         })
@@ -389,13 +477,37 @@ impl Metrics {
         }
     }
 
-    /// Resolves the handles of one backend.
-    pub fn backend(&self, name: &str) -> BackendMetrics {
+    /// Resolves the handles of one backend. The discovery series appear only for a backend
+    /// that discovers.
+    pub fn backend(&self, name: &str, discovers: bool) -> BackendMetrics {
+        let detached = |n: &str| IntCounter::new(n, "not exported").expect("valid metric");
+        let (refreshes, changes, discovered) = if discovers {
+            (
+                DiscoveryResult::ALL.map(|r| {
+                    self.discovery_refreshes
+                        .with_label_values(&[name, r.as_str()])
+                }),
+                DiscoveryChange::ALL.map(|c| {
+                    self.discovery_changes
+                        .with_label_values(&[name, c.as_str()])
+                }),
+                self.discovery_servers.with_label_values(&[name]),
+            )
+        } else {
+            (
+                DiscoveryResult::ALL.map(|r| detached(r.as_str())),
+                DiscoveryChange::ALL.map(|c| detached(c.as_str())),
+                IntGauge::new("discovered", "not exported").expect("valid metric"),
+            )
+        };
         BackendMetrics {
             servers_up: self.backend_servers_up.with_label_values(&[name]),
             fail_open: self.backend_fail_open.with_label_values(&[name]),
             check_duration: self.server_check_duration.with_label_values(&[name]),
             connect_duration: self.server_connect_duration.with_label_values(&[name]),
+            discovered,
+            refreshes,
+            changes,
         }
     }
 
@@ -405,6 +517,22 @@ impl Metrics {
         let _ = self.backend_fail_open.remove_label_values(&[name]);
         let _ = self.server_check_duration.remove_label_values(&[name]);
         let _ = self.server_connect_duration.remove_label_values(&[name]);
+        self.forget_discovery(name);
+    }
+
+    /// Drops a backend's discovery series (it stopped discovering, or is gone).
+    pub fn forget_discovery(&self, name: &str) {
+        for r in DiscoveryResult::ALL {
+            let _ = self
+                .discovery_refreshes
+                .remove_label_values(&[name, r.as_str()]);
+        }
+        for c in DiscoveryChange::ALL {
+            let _ = self
+                .discovery_changes
+                .remove_label_values(&[name, c.as_str()]);
+        }
+        let _ = self.discovery_servers.remove_label_values(&[name]);
     }
 
     /// Counts a configuration (re)load.

@@ -84,6 +84,61 @@ pub struct BackendConfig {
     pub retries: u32,
     /// What to do when no server passes its health check.
     pub when_all_unhealthy: WhenAllUnhealthy,
+    /// How a server is picked for a new connection.
+    pub balance: Balance,
+    /// Which nodes may take clients, by their roles (Elasticsearch checks only).
+    pub roles: RoleFilter,
+    /// Learn the server set from the cluster itself, the configured servers being the seeds.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// How a backend picks a server for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each server in turn, in proportion to its weight.
+    RoundRobin,
+    /// The server with the fewest open connections for its weight; ties in turn.
+    LeastConnections,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::LeastConnections => "least_connections",
+        }
+    }
+}
+
+/// A node role as the roles filter names it. `master` stands for Elasticsearch's `master` and
+/// OpenSearch's `cluster_manager`; `data` for `data` and every `data_*` tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role(pub String);
+
+/// Which nodes are client entry points, judged by the roles a node reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleFilter {
+    /// Keep out nodes whose only roles are master (cluster_manager) and voting_only.
+    pub exclude_dedicated_masters: bool,
+    /// A node must have every one of these roles.
+    pub require: Vec<Role>,
+}
+
+impl RoleFilter {
+    /// True when the filter can keep a node out, so the node's roles must be known.
+    pub fn is_active(&self) -> bool {
+        self.exclude_dedicated_masters || !self.require.is_empty()
+    }
+}
+
+/// How a backend learns its servers from the cluster (`discovery: elasticsearch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Time between two asks of `GET /_nodes/_all/http`.
+    pub interval: Duration,
+    /// A discovered node missing from this many answers in a row, and failing its checks, leaves
+    /// the server set.
+    pub forget_after: u32,
 }
 
 /// What a backend does when no server passes its health check.

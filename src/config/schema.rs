@@ -58,6 +58,33 @@ pub struct RawBackend {
     pub timeouts: Option<RawTimeouts>,
     pub retries: Option<u64>,
     pub when_all_unhealthy: Option<String>,
+    pub balance: Option<String>,
+    pub roles: Option<RawRoles>,
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// Which nodes may be client entry points, by their roles.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoles {
+    pub exclude_dedicated_masters: Option<bool>,
+    pub require: Option<Vec<String>>,
+}
+
+/// `discovery: elasticsearch`, or the same as a mapping with its settings.
+#[derive(Debug)]
+pub enum RawDiscovery {
+    Kind(String),
+    Detailed(RawDiscoveryDetail),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscoveryDetail {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub interval: Option<HumaneDuration>,
+    pub forget_after: Option<u64>,
 }
 
 /// A server is either `"host:port"` or `{name, address, weight}`.
@@ -172,6 +199,26 @@ impl<'de> Deserialize<'de> for RawWorkers {
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<RawWorkers, E> {
                 Ok(RawWorkers::Count(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDiscovery {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDiscovery;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("elasticsearch or a mapping {type, interval, forget_after}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawDiscovery, E> {
+                Ok(RawDiscovery::Kind(s.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawDiscovery, A::Error> {
+                RawDiscoveryDetail::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawDiscovery::Detailed)
             }
         }
         d.deserialize_any(V)

@@ -26,6 +26,27 @@ pub struct Behaviour {
     pub status: ClusterStatus,
     pub number_of_nodes: u64,
     pub mode: Mode,
+    /// Its roles, as `/_nodes` lists them (default: data, ingest, master).
+    pub roles: Vec<String>,
+    /// The HTTP publish address it reports (default: where it listens), as the node writes it.
+    pub publish: Option<String>,
+    /// The other nodes of its cluster, as `/_nodes/_all/http` lists them besides itself.
+    pub peers: Vec<Peer>,
+}
+
+/// Another node of a fake node's cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// `http.publish_address`; `None`: the node has no HTTP section.
+    pub publish: Option<String>,
+}
+
+/// The id a fake node named `name` has, whatever its address (a restarted node keeps it).
+pub fn node_id(name: &str) -> String {
+    format!("node-{name}")
 }
 
 pub fn health_body(b: &Behaviour) -> String {
@@ -111,25 +132,42 @@ pub fn root_body(name: &str, b: &Behaviour) -> String {
     .to_string()
 }
 
-pub fn nodes_body(name: &str, addr: SocketAddr, b: &Behaviour) -> String {
-    serde_json::json!({
-        "_nodes": {"total": 1, "successful": 1, "failed": 0},
-        "cluster_name": b.cluster_name,
-        "nodes": {
-            format!("node-{name}"): {
-                "name": name,
-                "transport_address": format!("{}:9300", addr.ip()),
-                "host": addr.ip().to_string(),
-                "ip": addr.ip().to_string(),
-                "version": "8.11.1",
-                "roles": ["data", "ingest", "master"],
-                "http": {
-                    "bound_address": [addr.to_string()],
-                    "publish_address": addr.to_string(),
-                    "max_content_length_in_bytes": 104857600
-                }
-            }
+/// `/_nodes/_local/http` (`all` false) or `/_nodes/_all/http` (`all` true).
+pub fn nodes_body(name: &str, addr: SocketAddr, b: &Behaviour, all: bool) -> String {
+    let me = Peer {
+        id: node_id(name),
+        name: name.to_owned(),
+        roles: b.roles.clone(),
+        publish: Some(b.publish.clone().unwrap_or_else(|| addr.to_string())),
+    };
+    let listed: Vec<&Peer> = if all {
+        std::iter::once(&me).chain(&b.peers).collect()
+    } else {
+        vec![&me]
+    };
+    let mut nodes = serde_json::Map::new();
+    for p in listed {
+        let mut node = serde_json::json!({
+            "name": p.name,
+            "transport_address": format!("{}:9300", addr.ip()),
+            "host": addr.ip().to_string(),
+            "ip": addr.ip().to_string(),
+            "version": "8.11.1",
+            "roles": p.roles,
+        });
+        if let Some(publish) = &p.publish {
+            node["http"] = serde_json::json!({
+                "bound_address": [publish],
+                "publish_address": publish,
+                "max_content_length_in_bytes": 104857600
+            });
         }
+        nodes.insert(p.id.clone(), node);
+    }
+    serde_json::json!({
+        "_nodes": {"total": nodes.len(), "successful": nodes.len(), "failed": 0},
+        "cluster_name": b.cluster_name,
+        "nodes": nodes,
     })
     .to_string()
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use answers::{Behaviour, Mode};
+pub use answers::{Behaviour, Mode, Peer, node_id};
 pub use node::{FakeNode, Security};
 
 use crate::config::ClusterStatus;

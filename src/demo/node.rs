@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::answers::{self, Behaviour, Mode};
+use super::answers::{self, Behaviour, Mode, Peer};
 use crate::config::ClusterStatus;
 
 /// How a fake node is secured.
@@ -80,6 +80,9 @@ impl FakeNode {
                 status: ClusterStatus::Green,
                 number_of_nodes: 3,
                 mode: Mode::Normal,
+                roles: ["data", "ingest", "master"].map(String::from).to_vec(),
+                publish: None,
+                peers: Vec::new(),
             })),
             health_requests: Arc::new(AtomicU64::new(0)),
             last_health_query: Arc::new(Mutex::new(None)),
@@ -106,6 +109,20 @@ impl FakeNode {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// This node as another node's peer (what `/_nodes/_all/http` lists for it).
+    pub fn as_peer(&self) -> Peer {
+        let b = self
+            .behaviour
+            .lock()
+            .expect("behaviour lock is never poisoned");
+        Peer {
+            id: answers::node_id(&self.name),
+            name: self.name.clone(),
+            roles: b.roles.clone(),
+            publish: Some(b.publish.clone().unwrap_or_else(|| self.addr.to_string())),
+        }
     }
 
     /// Changes what the node reports from now on.
@@ -258,7 +275,14 @@ async fn answer(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Full<Bytes>
             }
         }
         "/" => json(StatusCode::OK, answers::root_body(&ctx.name, &b)),
-        "/_nodes/http" => json(StatusCode::OK, answers::nodes_body(&ctx.name, ctx.addr, &b)),
+        "/_nodes/_local/http" | "/_nodes/_local" => json(
+            StatusCode::OK,
+            answers::nodes_body(&ctx.name, ctx.addr, &b, false),
+        ),
+        "/_nodes/http" | "/_nodes/_all/http" | "/_nodes" => json(
+            StatusCode::OK,
+            answers::nodes_body(&ctx.name, ctx.addr, &b, true),
+        ),
         path => json(StatusCode::NOT_FOUND, answers::not_found_body(path)),
     };
     Ok(reply)

@@ -14,15 +14,17 @@ mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::BackendMetrics;
-use crate::server::{AdminState, ServerKey, ServerState};
+use crate::nodes;
+use crate::server::{AdminState, FailureKind, ServerKey, ServerState};
 
-pub use probe::CheckTarget;
+pub use probe::{CheckTarget, get};
 
 /// What to check for one server, and where its results go.
 pub struct CheckPlan {
@@ -119,6 +121,10 @@ impl Supervisor {
     }
 }
 
+/// How often a check asks the node about itself again. Roles change only when a node restarts,
+/// and a restart fails a check first, after which the next check asks at once.
+const NODE_REFRESH: Duration = Duration::from_secs(60);
+
 /// Checks one server until cancelled: at once, then every interval, and whenever its settings
 /// change or someone asks for a recheck. Paused while the server is in maintenance.
 async fn run_checker(
@@ -130,14 +136,38 @@ async fn run_checker(
     // Refused credentials are a configuration problem, not a node problem: say so at error
     // level once, not at every check.
     let mut refused_credentials = false;
+    let mut learned_at: Option<Instant> = None;
+    let mut last_failed = true;
     loop {
         let target = settings.borrow_and_update().clone();
         if state.admin() != AdminState::Maint {
-            let obs = tokio::select! {
+            let learn = target.learn_node
+                && (last_failed || learned_at.is_none_or(|t| t.elapsed() >= NODE_REFRESH));
+            let (mut obs, learned) = tokio::select! {
                 _ = cancel.cancelled() => return,
-                obs = probe::check(&target) => obs,
+                checked = probe::check(&target, learn) => checked,
             };
             metrics.check_duration.observe(obs.duration.as_secs_f64());
+            match learned {
+                Some(Ok(node)) => {
+                    state.set_node(node);
+                    learned_at = Some(Instant::now());
+                }
+                // A node whose roles cannot be read is not taken for a data node.
+                Some(Err(why))
+                    if target.roles.is_some()
+                        && state.node().is_none()
+                        && obs.failure.is_none() =>
+                {
+                    obs.failure =
+                        Some((FailureKind::Other, format!("cannot tell its roles: {why}")));
+                }
+                Some(Err(why)) => {
+                    tracing::debug!(backend = %state.key.backend, server = %state.key.server, reason = %why, "could not refresh what the node says about itself; keeping what it said before");
+                }
+                None => {}
+            }
+            last_failed = obs.failure.is_some();
             let refused = obs
                 .failure
                 .as_ref()
@@ -152,6 +182,7 @@ async fn run_checker(
             }
             refused_credentials = refused;
             state.observe(obs, target.config.rise, target.config.fall);
+            state.set_exclusion(exclusion(&target, &state));
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -160,4 +191,11 @@ async fn run_checker(
             _ = state.recheck.notified() => {}
         }
     }
+}
+
+/// Why the backend's roles filter keeps the server out, if it does (and it knows the roles).
+fn exclusion(target: &CheckTarget, state: &ServerState) -> Option<String> {
+    let filter = target.roles.as_ref()?;
+    let roles = state.node()?.roles?;
+    nodes::judge_roles(filter, &roles).err()
 }

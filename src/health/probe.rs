@@ -14,13 +14,16 @@ use tokio::net::TcpStream;
 
 use super::elasticsearch;
 use super::tls::Tls;
-use crate::config::{CheckAuth, CheckKind, HealthCheckConfig};
+use crate::config::{CheckAuth, CheckKind, HealthCheckConfig, RoleFilter};
 use crate::http1;
+use crate::nodes::{self, NodeInfo};
 use crate::server::{FailureKind, Observation};
 use crate::words::describe_io;
 
 /// Health answers are small; anything larger is not one.
 const MAX_BODY: usize = 256 * 1024;
+/// What a node says about itself: its id, name, roles and HTTP publish address.
+const NODE_SELF: &str = "/_nodes/_local/http";
 
 /// Everything a checker needs to check one server.
 #[derive(Clone)]
@@ -29,6 +32,13 @@ pub struct CheckTarget {
     pub addr: SocketAddr,
     /// The configured host name, sent as `Host` and verified by TLS unless `server_name` is set.
     pub host: String,
+    /// The backend's roles filter, when it can keep a node out (Elasticsearch checks only).
+    pub roles: Option<RoleFilter>,
+    /// Whether the check also asks the node about itself (its id and roles), now and then.
+    pub learn_node: bool,
+    /// For a discovered server: its `http.publish_address` as the node wrote it, named in the
+    /// reason when nothing answers there.
+    pub published: Option<String>,
     /// The TLS client, or why it could not be built.
     tls: Option<Result<Tls, String>>,
     /// `Authorization`, marked sensitive so it is never logged.
@@ -37,7 +47,12 @@ pub struct CheckTarget {
 
 impl PartialEq for CheckTarget {
     fn eq(&self, other: &Self) -> bool {
-        self.config == other.config && self.addr == other.addr && self.host == other.host
+        self.config == other.config
+            && self.addr == other.addr
+            && self.host == other.host
+            && self.roles == other.roles
+            && self.learn_node == other.learn_node
+            && self.published == other.published
     }
 }
 
@@ -67,47 +82,151 @@ impl CheckTarget {
             config,
             addr,
             host,
+            roles: None,
+            learn_node: false,
+            published: None,
             tls,
             authorization,
         }
     }
 }
 
-/// Runs one check, bounded by the check's timeout.
-pub async fn check(target: &CheckTarget) -> Observation {
+/// What a check learned about the node itself, when it asked: the node, or why not.
+pub type Learned = Option<Result<NodeInfo, String>>;
+
+/// Runs one check, bounded by the check's timeout; with `learn_node`, also asks the node about
+/// itself on the same connection.
+pub async fn check(target: &CheckTarget, learn_node: bool) -> (Observation, Learned) {
     let start = Instant::now();
     let timeout = target.config.timeout;
-    let (failure, cluster) = match tokio::time::timeout(timeout, attempt(target)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let attempt = attempt(target, learn_node, deadline);
+    let ((failure, cluster), learned) = match tokio::time::timeout_at(deadline, attempt).await {
         Ok(v) => v,
-        Err(_) => (
+        Err(_) => {
+            let why = format!("timed out after {}", humantime::format_duration(timeout));
+            ((Some((FailureKind::Other, why)), None), None)
+        }
+    };
+    let obs = Observation {
+        failure,
+        cluster,
+        duration: start.elapsed(),
+    };
+    (obs, learned)
+}
+
+async fn attempt(
+    target: &CheckTarget,
+    learn_node: bool,
+    deadline: tokio::time::Instant,
+) -> (elasticsearch::Verdict, Learned) {
+    let other = |why: String| ((Some((FailureKind::Other, why)), None), None);
+    let path = match &target.config.kind {
+        CheckKind::Tcp => {
+            return match connect(target, deadline).await {
+                Ok(_) => ((None, None), None),
+                Err(why) => other(why),
+            };
+        }
+        CheckKind::Http { path } => path.as_str(),
+        CheckKind::Elasticsearch(es) => es.path.as_str(),
+    };
+    let paths: &[&str] = if learn_node {
+        &[path, NODE_SELF]
+    } else {
+        &[path]
+    };
+    let mut answers = match get(target, paths, MAX_BODY, deadline).await {
+        Ok(a) => a.into_iter(),
+        Err(why) => return other(why),
+    };
+    let (status, body) = match answers.next() {
+        Some(Ok(answer)) => answer,
+        Some(Err(why)) => return other(why),
+        None => return other("no HTTP answer".to_owned()),
+    };
+    let learned = answers.next().map(node_itself);
+    if status == 401 || status == 403 {
+        return other(auth_failure(status, target.config.auth.is_some()));
+    }
+    let verdict = match &target.config.kind {
+        CheckKind::Elasticsearch(es) => elasticsearch::judge(es, status, &body),
+        _ if (200..300).contains(&status) => (None, None),
+        _ => (
             Some((
                 FailureKind::Other,
-                format!("timed out after {}", humantime::format_duration(timeout)),
+                elasticsearch::http_failure(status, &body),
             )),
             None,
         ),
     };
-    Observation {
-        failure,
-        cluster,
-        duration: start.elapsed(),
+    (verdict, learned)
+}
+
+/// The node's answer about itself, or why it tells nothing.
+fn node_itself(answer: Result<(u16, Bytes), String>) -> Result<NodeInfo, String> {
+    let (status, body) = answer?;
+    if status == 401 || status == 403 {
+        return Err(format!(
+            "GET {NODE_SELF} was refused ({status}): the health check's user needs the cluster monitor privilege (check health_check.auth)"
+        ));
+    }
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "GET {NODE_SELF}: {}",
+            elasticsearch::http_failure(status, &body)
+        ));
+    }
+    let node = nodes::parse(&body)
+        .map_err(|e| format!("GET {NODE_SELF}: {e}"))?
+        .nodes
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("GET {NODE_SELF} named no node"))?;
+    match node.roles {
+        Some(_) => Ok(node),
+        None => Err(format!("GET {NODE_SELF} lists no roles for the node")),
     }
 }
 
-async fn attempt(target: &CheckTarget) -> elasticsearch::Verdict {
-    let other = |why: String| (Some((FailureKind::Other, why)), None);
-    let stream = match TcpStream::connect(target.addr).await {
-        Ok(s) => s,
-        Err(e) => return other(describe_io(&e)),
+/// Connects to the target before `deadline`; for a discovered server, a connect that fails
+/// says which published address did not answer and what usually causes it.
+async fn connect(
+    target: &CheckTarget,
+    deadline: tokio::time::Instant,
+) -> Result<TcpStream, String> {
+    let why = match tokio::time::timeout_at(deadline, TcpStream::connect(target.addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            return Ok(stream);
+        }
+        Ok(Err(e)) => describe_io(&e),
+        Err(_) => format!(
+            "timed out after {}",
+            humantime::format_duration(target.config.timeout)
+        ),
     };
-    let _ = stream.set_nodelay(true);
-    let path = match &target.config.kind {
-        CheckKind::Tcp => return (None, None),
-        CheckKind::Http { path } => path,
-        CheckKind::Elasticsearch(es) => &es.path,
-    };
+    Err(match &target.published {
+        Some(published) => format!(
+            "publishes {published}, which does not answer ({why}; a container-internal address? set http.publish_host on the node)"
+        ),
+        None => why,
+    })
+}
+
+/// Connects (over TLS when configured) and sends a GET for each of `paths` in turn on that one
+/// connection, each answer at most `max_body` bytes. The outer error is the connection's; an
+/// answer that fails ends the list with its error.
+pub async fn get(
+    target: &CheckTarget,
+    paths: &[&str],
+    max_body: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<Result<(u16, Bytes), String>>, String> {
+    let stream = connect(target, deadline).await?;
     let Ok(host) = HeaderValue::from_str(&target.host) else {
-        return other(format!("{:?} is not a valid Host header", target.host));
+        return Err(format!("{:?} is not a valid Host header", target.host));
     };
     let mut headers: Vec<(HeaderName, HeaderValue)> = vec![
         (HOST, host),
@@ -116,39 +235,31 @@ async fn attempt(target: &CheckTarget) -> elasticsearch::Verdict {
     if let Some(a) = &target.authorization {
         headers.push((AUTHORIZATION, a.clone()));
     }
-    let answer = match &target.tls {
-        None => get(TokioIo::new(stream), path, &headers).await,
-        Some(Err(why)) => return other(why.clone()),
+    let headers = &headers;
+    let exchange = |mut session: http1::Session| async move {
+        let mut answers = Vec::new();
+        for path in paths {
+            let answer = session
+                .send(Method::GET, path, headers, max_body)
+                .await
+                .map_err(|e| e.to_string());
+            let failed = answer.is_err();
+            answers.push(answer);
+            if failed {
+                break;
+            }
+        }
+        Ok(answers)
+    };
+    let result = match &target.tls {
+        None => http1::session(TokioIo::new(stream), exchange).await,
+        Some(Err(why)) => return Err(why.clone()),
         Some(Ok(tls)) => match tls.connect(stream).await {
-            Ok(s) => get(TokioIo::new(s), path, &headers).await,
-            Err(why) => return other(why.to_string()),
+            Ok(s) => http1::session(TokioIo::new(s), exchange).await,
+            Err(why) => return Err(why.to_string()),
         },
     };
-    let (status, body) = match answer {
-        Ok(answer) => answer,
-        Err(why) => return other(why),
-    };
-    if status == 401 || status == 403 {
-        return other(auth_failure(status, target.config.auth.is_some()));
-    }
-    match &target.config.kind {
-        CheckKind::Elasticsearch(es) => elasticsearch::judge(es, status, &body),
-        _ if (200..300).contains(&status) => (None, None),
-        _ => other(elasticsearch::http_failure(status, &body)),
-    }
-}
-
-async fn get<T>(
-    io: T,
-    path: &str,
-    headers: &[(HeaderName, HeaderValue)],
-) -> Result<(u16, Bytes), String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    http1::request(io, Method::GET, path, headers, MAX_BODY)
-        .await
-        .map_err(|e| e.to_string())
+    result.map_err(|e| e.to_string())
 }
 
 /// What to fix when a node refuses the check's credentials.

@@ -18,12 +18,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
-use crate::backend::{Backend, FailOpenChange, StopReason};
+use crate::backend::{Backend, FailOpenChange, Source, StopReason};
 use crate::config::{ConfigErrors, Name};
+use crate::discovery::{self, Discoverers};
 use crate::health::{CheckPlan, CheckTarget, Supervisor};
 use crate::listener::{self, Accepting};
 use crate::metrics::Metrics;
@@ -131,6 +132,9 @@ struct Control {
     listeners: HashMap<SocketAddr, Accepting>,
     admin: Admin,
     supervisor: Supervisor,
+    discoverers: Discoverers,
+    /// Discovered server sets, from the discovery tasks.
+    discovered: mpsc::UnboundedReceiver<discovery::Update>,
     notifier: Notifier,
     status: String,
 }
@@ -175,7 +179,14 @@ impl Control {
         let metrics = Metrics::new();
         metrics.init_reloads();
         let changes = Arc::new(Notify::new());
-        let running = state::build(prepared, None, &locals, &metrics, &changes);
+        let running = state::build(
+            prepared,
+            state::Discovered::new(),
+            None,
+            &locals,
+            &metrics,
+            &changes,
+        );
         metrics.reload(true);
         let shared = Arc::new(Shared {
             running: ArcSwap::from_pointee(running),
@@ -202,6 +213,9 @@ impl Control {
             .into_iter()
             .map(|(key, b)| (key, start_listener(b, key, &workers, &shared)))
             .collect();
+        let (updates, discovered) = mpsc::unbounded_channel();
+        let mut discoverers = Discoverers::new(shared.clone(), updates);
+        discoverers.apply(&backends);
         let mut control = Control {
             path: path.to_owned(),
             shared,
@@ -209,6 +223,8 @@ impl Control {
             listeners,
             admin,
             supervisor,
+            discoverers,
+            discovered,
             notifier,
             status: String::new(),
         };
@@ -238,6 +254,8 @@ impl Control {
                     self.refresh_status();
                 }
                 _ = self.supervisor.next_exit() => {}
+                _ = self.discoverers.next_exit() => {}
+                Some(update) = self.discovered.recv() => self.apply_discovered(update),
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     // Only vouch for the process when every worker's event loop has moved.
                     let now = self.workers.heartbeats();
@@ -251,6 +269,19 @@ impl Control {
             }
         }
         self.shutdown(signals).await;
+    }
+
+    /// Swaps in a snapshot with a backend's newly discovered servers, the same atomic way a
+    /// reload does: servers that stay keep their state, new ones are checked at once.
+    fn apply_discovered(&mut self, update: discovery::Update) {
+        let old = self.shared.running.load_full();
+        let mut discovered = old.discovered.clone();
+        discovered.insert(update.backend, update.members);
+        let new = state::rebuild(&old, discovered, &self.shared.metrics, &self.shared.changes);
+        self.supervisor.apply(check_plans(&new.backends));
+        self.shared.running.store(Arc::new(new));
+        state::forget_removed(&old, &self.shared.running.load(), &self.shared.metrics);
+        self.refresh_status();
     }
 
     /// Brings the backend gauges and the STATUS line up to date; sends the line if it changed.
@@ -295,6 +326,7 @@ impl Control {
         tracing::info!(open_connections = open, grace = %humantime::format_duration(grace), "stopping");
         self.notifier.stopping(&status);
         self.supervisor.shutdown().await;
+        self.discoverers.shutdown().await;
         tokio::select! {
             _ = self.shared.tracker.wait() => tracing::info!("all connections finished"),
             _ = tokio::time::sleep(grace) => tracing::warn!(
@@ -365,14 +397,18 @@ fn check_plans(backends: &[Arc<Backend>]) -> Vec<CheckPlan> {
                 "health checks accept ANY TLS certificate (insecure_skip_verify: true): a node impersonated by anyone on the path would pass"
             );
         }
+        let roles = b.config.roles.is_active().then(|| b.config.roles.clone());
         for s in &b.servers {
+            let mut target = CheckTarget::new(hc.clone(), s.addr, s.config.address.host.clone());
+            target.roles = roles.clone();
+            // node ids tell a seed from the nodes discovery finds
+            target.learn_node = roles.is_some() || b.config.discovery.is_some();
+            if let Source::Discovered(m) = &s.source {
+                target.published = Some(m.publish.text.clone());
+            }
             plans.push(CheckPlan {
                 key: s.state.key.clone(),
-                target: Arc::new(CheckTarget::new(
-                    hc.clone(),
-                    s.addr,
-                    s.config.address.host.clone(),
-                )),
+                target: Arc::new(target),
                 state: s.state.clone(),
                 metrics: b.state.metrics.clone(),
             });

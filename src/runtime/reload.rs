@@ -92,6 +92,7 @@ impl Control {
         let old = self.shared.running.load_full();
         let new = state::build(
             prepared,
+            old.discovered.clone(),
             Some(&old),
             &locals,
             &self.shared.metrics,
@@ -108,6 +109,7 @@ impl Control {
         self.supervisor.apply(check_plans(&new.backends));
         first_round(&self.shared, &new.backends).await;
         self.shared.running.store(Arc::new(new));
+        self.discoverers.apply(&self.shared.running.load().backends);
         for (key, b) in fresh {
             let accepting = start_listener(b, key, &self.workers, &self.shared);
             self.listeners.insert(key, accepting);

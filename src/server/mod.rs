@@ -9,7 +9,7 @@
 pub mod health;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -17,15 +17,24 @@ use tokio::sync::Notify;
 
 use crate::config::Name;
 use crate::metrics::ServerMetrics;
+use crate::nodes::{NodeId, NodeInfo};
 
 pub use health::{ClusterView, FailureKind, Health, Observation, Tracker, Transition};
 
-/// What identifies a server across reloads.
+/// What identifies a server across reloads and discovery refreshes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerKey {
     pub backend: Name,
     pub server: Name,
-    pub addr: SocketAddr,
+    pub identity: Identity,
+}
+
+/// What makes a server the same server: a configured one is its address (the same name at a
+/// new address is checked afresh); a discovered one is its node id, wherever it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    Address(SocketAddr),
+    Node(NodeId),
 }
 
 /// What an operator asked of a server through the admin API.
@@ -70,6 +79,15 @@ pub struct ServerState {
     changes: Arc<Notify>,
     /// The state word last published and since when it holds.
     published: Mutex<(&'static str, SystemTime)>,
+    /// Kept out of rotation by the backend's roles filter (read on every pick).
+    excluded: AtomicBool,
+    /// Why the roles filter keeps it out.
+    exclusion: Mutex<Option<String>>,
+    /// What the node last said about itself (`/_nodes/_local/http`), when the check asks.
+    node: Mutex<Option<NodeInfo>>,
+    /// Client connections given to this server and not yet closed, counted from the moment it is
+    /// picked (for least connections, across all worker threads).
+    pub in_use: AtomicUsize,
 }
 
 impl ServerState {
@@ -88,6 +106,10 @@ impl ServerState {
             recheck: Notify::new(),
             changes,
             published: Mutex::new(("", SystemTime::now())),
+            excluded: AtomicBool::new(false),
+            exclusion: Mutex::new(None),
+            node: Mutex::new(None),
+            in_use: AtomicUsize::new(0),
         };
         s.publish_state();
         s
@@ -113,23 +135,73 @@ impl ServerState {
 
     /// True when the server may receive a new connection.
     pub fn in_rotation(&self) -> bool {
-        self.health.health() == Health::Up && self.admin() == AdminState::Ready
+        self.health.health() == Health::Up
+            && self.admin() == AdminState::Ready
+            && !self.excluded.load(Ordering::Relaxed)
     }
 
     /// True when the server may receive connections while its backend fails open: it is down
-    /// only because of the cluster colour, and nobody drained it.
+    /// only because of the cluster colour, nobody drained it and its roles do not exclude it.
     pub fn fail_open_eligible(&self) -> bool {
-        self.admin() == AdminState::Ready && self.health.down_on_colour_only()
+        self.admin() == AdminState::Ready
+            && self.health.down_on_colour_only()
+            && !self.excluded.load(Ordering::Relaxed)
     }
 
-    /// The single word used in metrics and status: up, down, drain or maint.
+    /// The single word used in metrics and status: up, down, excluded, drain or maint.
     pub fn state_word(&self) -> &'static str {
         match (self.admin(), self.health.health()) {
             (AdminState::Maint, _) => "maint",
             (AdminState::Drain, _) => "drain",
+            (AdminState::Ready, Health::Up) if self.excluded.load(Ordering::Relaxed) => "excluded",
             (AdminState::Ready, Health::Up) => "up",
             (AdminState::Ready, _) => "down",
         }
+    }
+
+    /// Why the roles filter keeps the server out of rotation, if it does.
+    pub fn exclusion(&self) -> Option<String> {
+        self.exclusion
+            .lock()
+            .expect("exclusion lock is never poisoned")
+            .clone()
+    }
+
+    /// Records the roles filter's verdict; logs and publishes a change once.
+    pub fn set_exclusion(&self, reason: Option<String>) {
+        let mut current = self
+            .exclusion
+            .lock()
+            .expect("exclusion lock is never poisoned");
+        if *current == reason {
+            return;
+        }
+        let (backend, server) = (&*self.key.backend, &*self.key.server);
+        match &reason {
+            Some(why) => {
+                tracing::info!(backend = %backend, server = %server, reason = ?why, "server kept out of rotation by its roles")
+            }
+            None => {
+                tracing::info!(backend = %backend, server = %server, "server's roles make it a client entry point")
+            }
+        }
+        self.excluded.store(reason.is_some(), Ordering::Relaxed);
+        *current = reason;
+        drop(current);
+        self.publish_state();
+    }
+
+    /// What the node last said about itself.
+    pub fn node(&self) -> Option<NodeInfo> {
+        self.node
+            .lock()
+            .expect("node lock is never poisoned")
+            .clone()
+    }
+
+    /// Records what the node said about itself.
+    pub fn set_node(&self, info: NodeInfo) {
+        *self.node.lock().expect("node lock is never poisoned") = Some(info);
     }
 
     /// Records the result of a health check.

@@ -9,15 +9,23 @@ use std::time::SystemTime;
 use tokio::sync::Notify;
 
 use super::listener::ListenerState;
-use crate::backend::{Backend, BackendState, Server};
-use crate::config::Config;
+use crate::backend::{Backend, BackendState, Member, Server, Source};
+use crate::config::{BackendConfig, Config, HostPort, Name, ServerConfig};
 use crate::metrics::Metrics;
 use crate::resolve::Prepared;
-use crate::server::{AdminState, ServerKey, ServerState};
+use crate::server::{AdminState, Identity, ServerKey, ServerState};
 
-/// Everything the data path needs, swapped atomically on reload.
+/// The discovered servers of each backend that discovers, as its discovery last reported them.
+pub type Discovered = HashMap<Name, Arc<[Member]>>;
+
+/// Everything the data path needs, swapped atomically on reload and on discovery changes.
 pub struct Running {
     pub config: Arc<Config>,
+    /// Where each configured server's host resolved when the file was loaded.
+    addrs: Arc<HashMap<(Name, Name), SocketAddr>>,
+    /// The discovered servers this snapshot includes.
+    pub discovered: Discovered,
+    /// When the configuration file was loaded (a discovery change keeps it).
     pub loaded_at: SystemTime,
     /// Where connections accepted on each configured bind address go.
     pub routes: HashMap<SocketAddr, Route>,
@@ -36,39 +44,84 @@ pub struct Route {
     pub access_log: bool,
 }
 
-/// Builds the snapshot for `prepared`, reusing from `previous` the state of every listener,
-/// backend and server that stays. `locals` gives the bound address of each configured bind.
+/// The state of the snapshot being replaced, found by identity.
+#[derive(Default)]
+struct Previous<'a> {
+    servers: HashMap<&'a ServerKey, &'a Arc<ServerState>>,
+    by_name: HashMap<(&'a str, &'a str), &'a Arc<ServerState>>,
+    backends: HashMap<&'a str, &'a Arc<BackendState>>,
+    listeners: HashMap<&'a str, &'a Arc<ListenerState>>,
+}
+
+impl<'a> Previous<'a> {
+    fn of(running: Option<&'a Running>) -> Previous<'a> {
+        let mut p = Previous::default();
+        let Some(r) = running else { return p };
+        for b in &r.backends {
+            p.backends.insert(b.name(), &b.state);
+            for s in &b.servers {
+                p.servers.insert(&s.state.key, &s.state);
+                p.by_name
+                    .insert((&s.state.key.backend, &s.state.key.server), &s.state);
+            }
+        }
+        for route in r.routes.values() {
+            p.listeners.insert(&route.listener.name, &route.listener);
+        }
+        p
+    }
+
+    /// The state of the server `key`: the same object if it stays. A server by the same name
+    /// under another identity (a configured server at a new address) is a new server to check,
+    /// but its counters go on and what the operator asked of it (drain, maint) still holds.
+    fn server(&self, key: ServerKey, metrics: &Metrics, changes: &Arc<Notify>) -> Arc<ServerState> {
+        if let Some(st) = self.servers.get(&key) {
+            return Arc::clone(st);
+        }
+        let old = self.by_name.get(&(&*key.backend, &*key.server));
+        let m = old
+            .map(|o| o.metrics.clone())
+            .unwrap_or_else(|| metrics.server(&key.backend, &key.server));
+        let admin = old.map_or(AdminState::Ready, |o| o.admin());
+        Arc::new(ServerState::new(key, m, changes.clone(), admin))
+    }
+}
+
+/// Builds the snapshot for `prepared` and the `discovered` servers, reusing from `previous` the
+/// state of every listener, backend and server that stays. `locals` gives the bound address of
+/// each configured bind.
 pub fn build(
     prepared: Prepared,
+    discovered: Discovered,
     previous: Option<&Running>,
     locals: &HashMap<SocketAddr, SocketAddr>,
     metrics: &Metrics,
     changes: &Arc<Notify>,
 ) -> Running {
     let Prepared { config, addrs } = prepared;
-    let mut old_servers: HashMap<&ServerKey, &Arc<ServerState>> = HashMap::new();
-    let mut old_by_name: HashMap<(&str, &str), &Arc<ServerState>> = HashMap::new();
-    let mut old_backends: HashMap<&str, &Arc<BackendState>> = HashMap::new();
-    let mut old_listeners: HashMap<&str, &Arc<ListenerState>> = HashMap::new();
-    if let Some(p) = previous {
-        for b in &p.backends {
-            old_backends.insert(b.name(), &b.state);
-            for s in &b.servers {
-                old_servers.insert(&s.state.key, &s.state);
-                old_by_name.insert((&s.state.key.backend, &s.state.key.server), &s.state);
-            }
-        }
-        for r in p.routes.values() {
-            old_listeners.insert(&r.listener.name, &r.listener);
-        }
-    }
+    let old = Previous::of(previous);
+    // only backends that (still) discover keep discovered servers
+    let discovered: Discovered = discovered
+        .into_iter()
+        .filter(|(name, _)| config.backend(name).is_some_and(|b| b.discovery.is_some()))
+        .collect();
     let mut backends = Vec::new();
     for b in &config.backends {
-        let state = old_backends
+        // a backend that starts or stops discovering gets handles with or without its
+        // discovery series
+        let discovers = b.discovery.is_some();
+        let state = old
+            .backends
             .get(&*b.name)
+            .filter(|s| s.discovers == discovers)
             .map(|s| Arc::clone(s))
-            .unwrap_or_else(|| Arc::new(BackendState::new(metrics.backend(&b.name))));
-        let servers = b
+            .unwrap_or_else(|| {
+                Arc::new(BackendState::new(
+                    metrics.backend(&b.name, discovers),
+                    discovers,
+                ))
+            });
+        let mut servers: Vec<Server> = b
             .servers
             .iter()
             .map(|s| {
@@ -76,33 +129,27 @@ pub fn build(
                 let key = ServerKey {
                     backend: b.name.clone(),
                     server: s.name.clone(),
-                    addr,
-                };
-                let state = match old_servers.get(&key) {
-                    Some(st) => Arc::clone(st),
-                    None => {
-                        // Same name at a new address: a new server to check, but its counters
-                        // go on and what the operator asked of it (drain, maint) still holds.
-                        let old = old_by_name.get(&(&*b.name, &*s.name));
-                        let m = old
-                            .map(|o| o.metrics.clone())
-                            .unwrap_or_else(|| metrics.server(&b.name, &s.name));
-                        let admin = old.map_or(AdminState::Ready, |o| o.admin());
-                        Arc::new(ServerState::new(key, m, changes.clone(), admin))
-                    }
+                    identity: Identity::Address(addr),
                 };
                 Server {
                     config: s.clone(),
                     addr,
-                    state,
+                    source: Source::Configured,
+                    state: old.server(key, metrics, changes),
                 }
             })
             .collect();
+        for m in discovered.get(&b.name).into_iter().flat_map(|d| d.iter()) {
+            if let Some(s) = discovered_server(b, m, &servers, &old, metrics, changes) {
+                servers.push(s);
+            }
+        }
         backends.push(Arc::new(Backend::new(b.clone(), servers, state)));
     }
     let mut routes = HashMap::new();
     for l in &config.listeners {
-        let listener = old_listeners
+        let listener = old
+            .listeners
             .get(&*l.name)
             .map(|s| Arc::clone(s))
             .unwrap_or_else(|| {
@@ -129,18 +176,91 @@ pub fn build(
     }
     Running {
         config: Arc::new(config),
+        addrs: Arc::new(addrs),
+        discovered,
         loaded_at: SystemTime::now(),
         routes,
         backends,
     }
 }
 
+/// The same configuration as `previous` with another set of discovered servers: what a
+/// discovery change swaps in.
+pub fn rebuild(
+    previous: &Running,
+    discovered: Discovered,
+    metrics: &Metrics,
+    changes: &Arc<Notify>,
+) -> Running {
+    let prepared = Prepared {
+        config: (*previous.config).clone(),
+        addrs: (*previous.addrs).clone(),
+    };
+    let locals = previous
+        .routes
+        .iter()
+        .map(|(bind, r)| (*bind, r.local))
+        .collect();
+    let mut running = build(
+        prepared,
+        discovered,
+        Some(previous),
+        &locals,
+        metrics,
+        changes,
+    );
+    running.loaded_at = previous.loaded_at;
+    running
+}
+
+/// A discovered member as a server, unless a configured server already is that node (a seed
+/// answering under its configured name) or uses its name or address.
+fn discovered_server(
+    b: &BackendConfig,
+    m: &Member,
+    servers: &[Server],
+    old: &Previous<'_>,
+    metrics: &Metrics,
+    changes: &Arc<Notify>,
+) -> Option<Server> {
+    let taken = servers.iter().any(|s| {
+        s.config.name == m.name
+            || s.addr == m.publish.addr
+            || s.state.node().is_some_and(|n| n.id == m.id)
+    });
+    if taken {
+        return None;
+    }
+    let key = ServerKey {
+        backend: b.name.clone(),
+        server: m.name.clone(),
+        identity: Identity::Node(m.id.clone()),
+    };
+    Some(Server {
+        config: ServerConfig {
+            name: m.name.clone(),
+            address: HostPort {
+                host: m.publish.addr.ip().to_string(),
+                port: m.publish.addr.port(),
+            },
+            weight: 1,
+        },
+        addr: m.publish.addr,
+        source: Source::Discovered(m.clone()),
+        state: old.server(key, metrics, changes),
+    })
+}
+
 /// Removes from the exported metrics what `old` had and `new` no longer has.
 pub fn forget_removed(old: &Running, new: &Running, metrics: &Metrics) {
     for b in &old.backends {
         let kept = new.backends.iter().find(|n| n.name() == b.name());
-        if kept.is_none() {
-            metrics.forget_backend(b.name());
+        match kept {
+            None => metrics.forget_backend(b.name()),
+            Some(k) if b.state.discovers && !k.state.discovers => {
+                metrics.forget_discovery(b.name())
+            }
+            Some(_) => {}
         }
         for s in &b.servers {
             let stays =
@@ -195,6 +315,7 @@ mod tests {
         let prepared = Prepared { config, addrs };
         build(
             prepared,
+            Discovered::new(),
             previous,
             &HashMap::new(),
             metrics,
@@ -252,7 +373,10 @@ mod tests {
             !Arc::ptr_eq(before, after),
             "a new address is a new server to check"
         );
-        assert_eq!(after.key.addr, "10.0.0.9:9200".parse().unwrap());
+        assert_eq!(
+            after.key.identity,
+            Identity::Address("10.0.0.9:9200".parse().unwrap())
+        );
         assert_eq!(after.metrics.connections.get(), 7, "counters go on");
         assert_eq!(
             after.admin(),
