@@ -35,6 +35,8 @@
 mod chunked;
 mod head;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use chunked::Chunked;

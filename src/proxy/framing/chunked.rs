@@ -2,7 +2,7 @@
 //! counted past without being looked at, and the trailer section read by [`Head`].
 
 use super::Fallback;
-use super::head::{Head, Kind, MAX_LINE};
+use super::head::{Head, Kind, MAX_LINE, find_stop};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -86,7 +86,7 @@ impl Chunked {
                 State::Extension => {
                     // quoted strings in extensions hold no CR, so the line ends at the first one
                     let rest = &bytes[i..];
-                    let (n, end) = match rest.iter().position(|&c| c < 0x20 || c == 0x7f) {
+                    let (n, end) = match find_stop(rest, b' ') {
                         Some(n) if rest[n] == b'\r' => (n + 1, true),
                         Some(n) if rest[n] == b'\t' => (n + 1, false),
                         Some(_) => return Err(Fallback::Malformed),

@@ -118,6 +118,32 @@ fn is_ctl(c: u8) -> bool {
     c < 0x20 || c == 0x7f
 }
 
+/// Where the first byte below `limit` (at most 0x80), or DEL, is: a control byte, or with a
+/// `limit` of 0x21 a space too. Eight bytes at a time, as most head bytes are field values.
+pub(super) fn find_stop(bytes: &[u8], limit: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("chunks of 8"));
+        // A byte's high bit is set where it is below `limit` (or DEL), and wrongly only above
+        // such a byte, where a borrow runs on: the lowest one set is always right.
+        let below = x.wrapping_sub(ONES * u64::from(limit)) & !x & HIGH;
+        let del = x ^ (ONES * 0x7f);
+        let del = del.wrapping_sub(ONES) & !del & HIGH;
+        let hits = below | del;
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter()
+        .position(|&c| c < limit || c == 0x7f)
+        .map(|n| at + n)
+}
+
 /// `HTTP/1.x`: `Some(true)` for HTTP/1.0.
 fn http1(v: &[u8]) -> Option<bool> {
     match v {
@@ -163,6 +189,14 @@ impl Head {
         if n <= CAP { &self.cap[..n] } else { &[] }
     }
 
+    /// Captures what fits of `part` (a name cut between pieces).
+    fn capture_all(&mut self, part: &[u8]) {
+        let at = (self.cap_len as usize).min(CAP);
+        let n = part.len().min(CAP - at);
+        self.cap[at..at + n].copy_from_slice(&part[..n]);
+        self.cap_len = (self.cap_len as usize + part.len()).min(u8::MAX as usize) as u8;
+    }
+
     fn capture(&mut self, c: u8) {
         if let Some(slot) = self.cap.get_mut(self.cap_len as usize) {
             *slot = c;
@@ -173,35 +207,41 @@ impl Head {
     /// Reads head bytes. Returns how many it took and whether the head is complete (then the
     /// rest of `bytes` belongs to what follows it).
     pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Fallback> {
+        let mut state = self.state;
         let mut i = 0;
         // where the current line starts in `bytes` (0 when it started in an earlier piece)
         let mut line_start = 0;
         while i < bytes.len() {
             let c = bytes[i];
-            match self.state {
+            let rest = &bytes[i..];
+            match state {
                 // The states that see most bytes scan in a loop of their own.
                 State::Skip | State::Reason => {
-                    let rest = &bytes[i..];
-                    match rest.iter().position(|&c| is_ctl(c) && c != b'\t') {
-                        None => i = bytes.len(),
-                        Some(n) if rest[n] == b'\r' => {
-                            self.state = if self.state == State::Skip {
-                                State::LineLf
-                            } else {
-                                State::StartLf
-                            };
-                            i += n + 1;
+                    let Some(n) = find_stop(rest, b' ') else {
+                        i = bytes.len();
+                        continue;
+                    };
+                    i += n + 1;
+                    state = match rest[n] {
+                        b'\t' => state,
+                        // the LF too, when it is here: one turn of the loop per field line
+                        b'\r' if state == State::Skip && rest.get(n + 1) == Some(&b'\n') => {
+                            i += 1;
+                            self.end_line(line_start, i)?;
+                            line_start = i;
+                            State::LineStart
                         }
-                        Some(_) => return Err(Fallback::Malformed),
-                    }
+                        b'\r' if state == State::Skip => State::LineLf,
+                        b'\r' => State::StartLf,
+                        _ => return Err(Fallback::Malformed),
+                    };
                     continue;
                 }
                 State::Target => {
-                    let rest = &bytes[i..];
-                    match rest.iter().position(|&c| c <= b' ' || c == 0x7f) {
+                    match find_stop(rest, b' ' + 1) {
                         None => i = bytes.len(),
                         Some(n) if rest[n] == b' ' => {
-                            self.state = State::RequestVersion;
+                            state = State::RequestVersion;
                             self.cap_len = 0;
                             i += n + 1;
                         }
@@ -209,42 +249,100 @@ impl Head {
                     }
                     continue;
                 }
-                State::Name => {
-                    if is_tchar(c) {
-                        self.capture(c.to_ascii_lowercase());
-                    } else if c == b':' {
-                        self.state = self.field()?;
-                    } else {
+                State::LineStart if c == b'\r' => state = State::EndLf,
+                State::LineStart | State::Name => {
+                    if state == State::LineStart {
+                        if !is_tchar(c) {
+                            // an empty name, or obs-fold (RFC 9112 5.2)
+                            return Err(Fallback::Malformed);
+                        }
+                        self.cap_len = 0;
+                        state = State::Name;
+                    }
+                    let n = rest
+                        .iter()
+                        .position(|&c| !is_tchar(c))
+                        .unwrap_or(rest.len());
+                    i += n;
+                    if n == rest.len() {
+                        // the name goes on in the next piece
+                        self.capture_all(rest);
+                        continue;
+                    }
+                    if rest[n] != b':' {
                         // whitespace before the colon included (RFC 9112 5.1)
                         return Err(Fallback::Malformed);
                     }
+                    state = if self.cap_len == 0 {
+                        self.field(&rest[..n])?
+                    } else {
+                        self.capture_all(&rest[..n]);
+                        let (cap, len) = (self.cap, self.cap_len as usize);
+                        self.field(cap.get(..len).unwrap_or_default())?
+                    };
                 }
                 State::LineLf | State::StartLf | State::EndLf => {
                     if c != b'\n' {
                         return Err(Fallback::Malformed);
                     }
-                    let line = self.line as usize + (i + 1 - line_start);
-                    if line > MAX_LINE as usize {
-                        return Err(Fallback::LineTooLong);
-                    }
-                    self.line = 0;
+                    self.end_line(line_start, i + 1)?;
                     line_start = i + 1;
-                    if self.state == State::EndLf {
+                    if state == State::EndLf {
                         self.account(i + 1)?;
+                        self.state = state;
                         return Ok((i + 1, true));
                     }
-                    self.state = State::LineStart;
+                    state = State::LineStart;
                 }
-                _ => self.step(c)?,
+                State::ListStart if is_tchar(c) => {
+                    self.cap_len = 0;
+                    state = State::ListToken;
+                    continue;
+                }
+                State::ListToken => {
+                    let n = rest
+                        .iter()
+                        .position(|&c| !is_tchar(c))
+                        .unwrap_or(rest.len());
+                    self.capture_all(&rest[..n]);
+                    i += n;
+                    if n < rest.len() {
+                        state = self.step(state, rest[n])?;
+                        i += 1;
+                    }
+                    continue;
+                }
+                // Whole versions when the piece holds them, as it nearly always does.
+                State::RequestVersion if self.cap_len == 0 && rest.get(8) == Some(&b'\r') => {
+                    self.capture_all(&rest[..8]);
+                    state = self.step(state, b'\r')?;
+                    i += 8;
+                }
+                State::ResponseVersion if self.cap_len == 0 && rest.get(8) == Some(&b' ') => {
+                    self.facts.http10 = http1(&rest[..8]).ok_or(Fallback::Malformed)?;
+                    state = State::Status;
+                    i += 8;
+                }
+                _ => state = self.step(state, c)?,
             }
             i += 1;
         }
+        self.state = state;
         self.line += (bytes.len() - line_start) as u32;
         if self.line > MAX_LINE {
             return Err(Fallback::LineTooLong);
         }
         self.account(bytes.len())?;
         Ok((bytes.len(), false))
+    }
+
+    /// A line of this piece from `start` ends before `end` (after its LF).
+    fn end_line(&mut self, start: usize, end: usize) -> Result<(), Fallback> {
+        if self.line as usize + (end - start) > MAX_LINE as usize {
+            return Err(Fallback::LineTooLong);
+        }
+        self.line = 0;
+        Ok(())
     }
 
     /// Adds `n` bytes of this piece to the head's size.
@@ -258,8 +356,8 @@ impl Head {
     }
 
     /// One byte in any state without a loop of its own.
-    fn step(&mut self, c: u8) -> Result<(), Fallback> {
-        self.state = match self.state {
+    fn step(&mut self, state: State, c: u8) -> Result<State, Fallback> {
+        Ok(match state {
             State::Method if is_tchar(c) => {
                 self.capture(c);
                 State::Method
@@ -284,7 +382,7 @@ impl Head {
             }
             State::RequestVersion if self.cap_len < 8 => {
                 self.capture(c);
-                State::RequestVersion
+                state
             }
             // a response is checked from its first byte: anything else is not an answer
             State::ResponseVersion
@@ -292,7 +390,7 @@ impl Head {
                     || self.cap_len == 7 && c.is_ascii_digit() =>
             {
                 self.capture(c);
-                State::ResponseVersion
+                state
             }
             State::ResponseVersion if c == b' ' => {
                 self.facts.http10 = http1(self.captured()).ok_or(Fallback::Malformed)?;
@@ -314,13 +412,7 @@ impl Head {
                     State::StartLf
                 }
             }
-            State::LineStart if c == b'\r' => State::EndLf,
-            State::LineStart if is_tchar(c) => {
-                self.cap_len = 0;
-                self.capture(c.to_ascii_lowercase());
-                State::Name
-            }
-            State::LengthStart | State::LengthEnd if c == b' ' || c == b'\t' => self.state,
+            State::LengthStart | State::LengthEnd if c == b' ' || c == b'\t' => state,
             State::LengthStart | State::LengthDigits if c.is_ascii_digit() => {
                 let n = self.facts.content_length.unwrap_or(0);
                 let n = n
@@ -338,15 +430,6 @@ impl Head {
             }
             State::ListStart if c == b' ' || c == b'\t' || c == b',' => State::ListStart,
             State::ListStart | State::ListEnd | State::ListParams if c == b'\r' => State::LineLf,
-            State::ListStart if is_tchar(c) => {
-                self.cap_len = 0;
-                self.capture(c.to_ascii_lowercase());
-                State::ListToken
-            }
-            State::ListToken if is_tchar(c) => {
-                self.capture(c.to_ascii_lowercase());
-                State::ListToken
-            }
             State::ListToken if matches!(c, b' ' | b'\t' | b',' | b';' | b'\r') => {
                 self.token()?;
                 match c {
@@ -362,33 +445,33 @@ impl Head {
             // A quoted parameter could hide a comma: not followed.
             State::ListParams if c != b'"' && (!is_ctl(c) || c == b'\t') => State::ListParams,
             _ => return Err(Fallback::Malformed),
-        };
-        Ok(())
+        })
     }
 
     /// The colon after a field name: which state reads the value.
-    fn field(&mut self) -> Result<State, Fallback> {
+    fn field(&mut self, name: &[u8]) -> Result<State, Fallback> {
         if self.kind == Kind::Trailer {
             // trailer fields never change framing
             return Ok(State::Skip);
         }
-        Ok(match self.captured() {
-            b"content-length" => {
+        let is = |ours: &[u8]| name.eq_ignore_ascii_case(ours);
+        Ok(match name.len() {
+            14 if is(b"content-length") => {
                 if self.facts.content_length.is_some() {
                     return Err(Fallback::ConflictingLength);
                 }
                 State::LengthStart
             }
-            b"transfer-encoding" => {
+            17 if is(b"transfer-encoding") => {
                 self.facts.transfer_encoding = true;
                 self.list = List::TransferEncoding;
                 State::ListStart
             }
-            b"connection" => {
+            10 if is(b"connection") => {
                 self.list = List::Connection;
                 State::ListStart
             }
-            b"expect" => {
+            6 if is(b"expect") => {
                 self.facts.expect = true;
                 State::Skip
             }
@@ -398,7 +481,7 @@ impl Head {
 
     /// The end of one list element.
     fn token(&mut self) -> Result<(), Fallback> {
-        let chunked = self.captured() == b"chunked";
+        let chunked = self.captured().eq_ignore_ascii_case(b"chunked");
         match self.list {
             List::TransferEncoding => {
                 if chunked && self.facts.chunked_seen {
@@ -408,11 +491,14 @@ impl Head {
                 self.facts.chunked_seen |= chunked;
                 self.facts.chunked = chunked;
             }
-            List::Connection => match self.captured() {
-                b"close" => self.facts.close = true,
-                b"keep-alive" => self.facts.keep_alive = true,
-                _ => {}
-            },
+            List::Connection => {
+                let token = self.captured();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.facts.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.facts.keep_alive = true;
+                }
+            }
         }
         Ok(())
     }
