@@ -384,9 +384,9 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
 
-    /// The same properties, longer: `cargo test --release --lib framing -- --ignored`.
+    /// The same properties, longer: `cargo test --lib framing -- --ignored` (20,000 cases).
     #[test]
-    #[ignore = "long run: cargo test --release --lib framing -- --ignored"]
+    #[ignore = "long run: cargo test --lib framing -- --ignored"]
     fn long_run_of_all_properties(
         batches in conversation(), pieces in pieces(), relay in any::<bool>(),
         chunks in bytes(), http in words(), (mutant, at, byte) in mutated(),
