@@ -11,11 +11,14 @@
 //! by the connection's close (the connection is then never idle again); `Connection: close`,
 //! and HTTP/1.0 without `keep-alive`, noted as the connection's last exchange.
 //!
-//! It reads heads a byte at a time with a few bytes of capture and never buffers, so a head may
-//! be cut anywhere between two reads. Bodies are not read at all: [`Tracker::opaque_len`] says
-//! how many coming bytes are content (the rest of a `Content-Length` body or of a chunk), which
-//! the relay may move with `splice(2)` and count with [`Tracker::skip`], and `feed` itself steps
-//! over them by count.
+//! Heads are read by a state machine with a few bytes of capture (`head.rs`) and never
+//! buffered, so a head may be cut anywhere between two reads; field values are scanned eight
+//! bytes at a time. Bodies are not read at all: [`Tracker::opaque_len`] says how many coming
+//! bytes are content (the rest of a `Content-Length` body or of a chunk), which the relay may move
+//! with `splice(2)` and count with [`Tracker::skip`], and `feed` itself steps over them by count.
+//! Following a typical Elasticsearch exchange (a 570-byte search request, a 200 with a 143-byte
+//! head and 1 KiB of JSON) took 280 ns of CPU on the 2-core build machine (`benches/hot_paths.rs`);
+//! a tracker is 272 bytes and allocates nothing.
 //!
 //! Anything it cannot follow with certainty turns it off for the rest of the connection, with a
 //! [`Fallback`] reason, and the connection is relayed as bytes as before: TLS or the HTTP/2
@@ -26,8 +29,8 @@
 //! does not end in `chunked`: the shapes of request smuggling are never followed as something
 //! else), more pipelined requests than it remembers, a response with no request waiting for it,
 //! and the final response to an `Expect: 100-continue` request that comes before any of its
-//! content (the client may send the content or not; RFC 9110 10.1.1 leaves it open). Once off,
-//! it stays off and every call returns at once.
+//! content (the client may then send the content or not: RFC 9110 10.1.1). Once off, it stays
+//! off and every call returns at once.
 //!
 //! It assumes the relay feeds a client's bytes before the server can have them (before writing
 //! them), so that a response never comes before the request it answers.
