@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the pieces every proxied connection touches: choosing a server, reading
-//! the configuration snapshot, and counting. The end-to-end comparison with haproxy and nginx is
+//! the configuration snapshot, counting, and following HTTP/1.1 framing. The end-to-end comparison with haproxy and nginx is
 //! `benches/compare.py`.
 
 use std::collections::HashMap;
@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use criterion::{Criterion, criterion_group, criterion_main};
 use roundhouse::balancer::RoundRobin;
 use roundhouse::metrics::Metrics;
+use roundhouse::framing::{Direction, Tracker};
 use roundhouse::resolve;
 use roundhouse::state::{self, Running};
 use tokio::sync::Notify;
@@ -103,5 +104,53 @@ fn accounting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, balancer, per_connection, accounting);
+/// A typical Elasticsearch client request: a search with the headers the official clients send.
+const SEARCH: &[u8] = b"GET /logs-2024.06/_search?size=10&q=level:error HTTP/1.1\r\n\
+    Host: es.internal:9200\r\n\
+    User-Agent: elasticsearch-py/8.14.0 (Python/3.12.3; elastic-transport/8.13.1)\r\n\
+    Accept: application/vnd.elasticsearch+json; compatible-with=8\r\n\
+    Accept-Encoding: gzip\r\n\
+    Content-Type: application/vnd.elasticsearch+json; compatible-with=8\r\n\
+    Authorization: Basic ZWxhc3RpYzpjaGFuZ2VtZS1wbGVhc2UtY2hhbmdlLW1l\r\n\
+    X-Elastic-Client-Meta: es=8.14.0,py=3.12.3,t=8.13.1,ur=2.2.1\r\n\
+    X-Opaque-Id: dashboard-7f3a\r\n\
+    traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+    Connection: keep-alive\r\n\r\n";
+
+/// Its answer: a 200 with about 1 KiB of JSON.
+fn search_answer() -> Vec<u8> {
+    let body = format!("{{\"took\":3,\"hits\":\"{}\"}}", "x".repeat(1000));
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nX-elastic-product: Elasticsearch\r\n\
+         content-type: application/vnd.elasticsearch+json;compatible-with=8\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend(body.bytes());
+    answer
+}
+
+fn framing(c: &mut Criterion) {
+    let answer = search_answer();
+    let mut g = c.benchmark_group("HTTP/1.1 framing");
+    let mut t = Tracker::new();
+    g.bench_function(
+        "one keep-alive exchange (GET _search, 200 with 1 KiB)",
+        |b| {
+            b.iter(|| {
+                t.feed(Direction::Up, black_box(SEARCH));
+                t.feed(Direction::Down, black_box(&answer));
+                black_box(t.is_idle())
+            })
+        },
+    );
+    assert!(
+        t.is_idle() && t.fallback().is_none(),
+        "the exchange is followed"
+    );
+    g.finish();
+}
+
+criterion_group!(benches, balancer, per_connection, accounting, framing);
 criterion_main!(benches);

@@ -33,6 +33,10 @@ pub(crate) mod server;
 pub mod state;
 pub(crate) mod words;
 
+/// The HTTP/1.1 framing tracker, public for the benchmarks only.
+#[doc(hidden)]
+pub use proxy::framing;
+
 /// Exit code for a configuration that cannot be used or is not enabled (sysexits' EX_CONFIG).
 /// The systemd unit does not restart after it (`RestartPreventExitStatus=78`).
 pub const EXIT_CONFIG: i32 = 78;

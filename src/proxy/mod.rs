@@ -1,5 +1,8 @@
 //! One client connection: pick a server, connect with retries, relay bytes, account.
 
+/// Public only for `benches/hot_paths.rs`; inside the crate, it is for the relay.
+#[doc(hidden)]
+pub mod framing;
 mod relay;
 mod splice;
 
