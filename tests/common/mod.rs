@@ -8,6 +8,8 @@ pub mod config;
 pub mod net;
 pub mod opensearch;
 pub mod process;
+pub mod prometheus;
+pub mod promql;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
