@@ -6,153 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::prometheus::Prometheus;
-use common::promql::{Selector, selectors};
+use common::monitoring::*;
+use common::prometheus::{Prometheus, SCRAPED};
+use common::promql::{Selector, each_alternative, selectors};
 use common::*;
-use serde_json::Value;
-
-fn conf(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("conf")
-        .join(path)
-}
-
-fn dashboard() -> Value {
-    let text = std::fs::read_to_string(conf("grafana/roundhouse.json")).expect("read dashboard");
-    serde_json::from_str(&text).expect("the dashboard is JSON")
-}
-
-/// Every panel, rows' collapsed panels included.
-fn panels(d: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for p in d["panels"].as_array().expect("panels: a list") {
-        out.push(p);
-        out.extend(p["panels"].as_array().into_iter().flatten());
-    }
-    out
-}
-
-/// (where, PromQL) of every panel target.
-fn panel_queries(d: &Value) -> Vec<(String, String)> {
-    panels(d)
-        .into_iter()
-        .flat_map(|p| {
-            p["targets"].as_array().into_iter().flatten().map(move |t| {
-                let title = p["title"].as_str().unwrap_or("?");
-                let at = format!("panel {title:?} query {}", t["refId"]);
-                (
-                    at,
-                    t["expr"]
-                        .as_str()
-                        .expect("every target has expr")
-                        .to_owned(),
-                )
-            })
-        })
-        .collect()
-}
-
-/// The template variables of type query: (name, query).
-fn variable_queries(d: &Value) -> Vec<(String, String)> {
-    d["templating"]["list"]
-        .as_array()
-        .expect("templating.list")
-        .iter()
-        .filter(|v| v["type"] == "query")
-        .map(|v| {
-            let q = &v["query"];
-            let q = q.as_str().or_else(|| q["query"].as_str()).expect("query");
-            (v["name"].as_str().unwrap().to_owned(), q.to_owned())
-        })
-        .collect()
-}
-
-/// `label_values(METRIC{...}, LABEL)` split into the selector and the label.
-fn label_values_call(query: &str) -> (&str, &str) {
-    let inner = query
-        .strip_prefix("label_values(")
-        .and_then(|q| q.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("not label_values(…): {query}"));
-    let (metric, label) = inner.rsplit_once(',').expect("label_values(metric, label)");
-    (metric.trim(), label.trim())
-}
-
-/// (alert, PromQL) of every rule.
-fn rule_exprs() -> Vec<(String, String)> {
-    let text =
-        std::fs::read_to_string(conf("prometheus/roundhouse-alerts.yml")).expect("read rules");
-    let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("the rules are YAML");
-    rules["groups"]
-        .as_sequence()
-        .expect("groups")
-        .iter()
-        .flat_map(|g| g["rules"].as_sequence().expect("rules").iter())
-        .map(|r| {
-            let name = r["alert"].as_str().or(r["record"].as_str()).unwrap_or("?");
-            (
-                format!("rule {name}"),
-                r["expr"].as_str().expect("expr").to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// The values Grafana would put in place of the dashboard's variables for this roundhouse.
-struct Vars<'a> {
-    job: &'a str,
-    instance: &'a str,
-    backend: &'a str,
-}
-
-impl Vars<'_> {
-    /// The expression as Grafana sends it; `$__rate_interval` and `$__interval` become 1m,
-    /// which covers everything a test run has scraped.
-    fn substitute(&self, expr: &str) -> String {
-        let mut e = expr.to_owned();
-        for (name, value) in [
-            ("__rate_interval", "1m"),
-            ("__interval", "1m"),
-            ("job", self.job),
-            ("instance", self.instance),
-            ("backend", self.backend),
-        ] {
-            e = e
-                .replace(&format!("${{{name}}}"), value)
-                .replace(&format!("${name}"), value);
-        }
-        assert!(!e.contains('$'), "a variable the test does not know: {e}");
-        e
-    }
-}
-
-/// Names of the samples in a `/metrics` text.
-fn exported_names(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Every selector of the dashboard's panels and variables and of the alert rules, with where
-/// it was found.
-fn all_selectors(d: &Value) -> Vec<(String, Selector)> {
-    let mut exprs = panel_queries(d);
-    exprs.extend(variable_queries(d).into_iter().map(|(name, q)| {
-        (
-            format!("variable {name}"),
-            label_values_call(&q).0.to_owned(),
-        )
-    }));
-    exprs.extend(rule_exprs());
-    exprs
-        .into_iter()
-        .flat_map(|(at, e)| selectors(&e).into_iter().map(move |s| (at.clone(), s)))
-        .collect()
-}
 
 #[test]
 fn the_promql_scanner_finds_every_selector_and_nothing_else() {
@@ -275,64 +134,6 @@ async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
     assert!(checked > 30, "only {checked} selectors found");
 }
 
-/// The selector once for each alternative of a regex matcher that lists plain words
-/// (`state=~"drain|maint"` gives `state="drain"` and `state="maint"`), so that a misspelt
-/// alternative cannot hide behind a good one; the selector itself if it has none.
-fn each_alternative(selector: &str) -> Vec<String> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '|');
-    for (start, _) in selector.match_indices("=~\"") {
-        let rest = &selector[start + 3..];
-        let Some(end) = rest.find('"') else { continue };
-        let words = &rest[..end];
-        if words.contains('|') && words.chars().all(plain) {
-            let regex = format!("=~\"{words}\"");
-            return words
-                .split('|')
-                .flat_map(|w| each_alternative(&selector.replacen(&regex, &format!("=\"{w}\""), 1)))
-                .collect();
-        }
-    }
-    vec![selector.to_owned()]
-}
-
-/// Polls until every expression has a result with a number in it; panics at the deadline with
-/// those that have none.
-async fn until_all_have_data(prom: &Prometheus, exprs: &[(String, String)], within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let mut missing = Vec::new();
-        for (at, e) in exprs {
-            match prom.query(e).await {
-                Ok(r) if r.iter().any(has_number) => {}
-                Ok(r) => missing.push(format!("{at}: no number in {r:?}\n  {e}")),
-                Err(err) => missing.push(format!("{at}: {err}")),
-            }
-        }
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no data within {within:?} for:\n{}\nPrometheus log:\n{}",
-            missing.join("\n"),
-            prom.stderr.text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// A sample whose value is a number (not NaN, not infinite).
-fn has_number(sample: &Value) -> bool {
-    sample["value"][1]
-        .as_str()
-        .and_then(|v| v.parse::<f64>().ok())
-        .is_some_and(f64::is_finite)
-}
-
-/// How long data may take to reach Prometheus and its rules: scrapes and evaluations are every
-/// second, so this only matters on a machine that is very busy.
-const SCRAPED: Duration = Duration::from_secs(60);
-
 #[tokio::test]
 #[ignore = "needs prometheus (Debian package prometheus); .ci/run installs it and runs: cargo test --test dashboard -- --ignored"]
 async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
@@ -351,7 +152,8 @@ async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
     .await;
     let scraped = |e: &str| [("scrape".to_owned(), e.to_owned())];
     // a first scrape before anything happens, so that what follows shows as increases
-    until_all_have_data(&prom, &scraped(r#"up{job="roundhouse"} == 1"#), SCRAPED).await;
+    prom.until_all_have_data(&scraped(r#"up{job="roundhouse"} == 1"#), SCRAPED)
+        .await;
 
     // clients all along, a reload, and one node going down
     let traffic = tokio::spawn(async move {
@@ -368,7 +170,7 @@ async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
         r#"roundhouse_server_state{server="es-3", state="down"} == 1"#,
         r#"rate(roundhouse_server_connections_total{server="es-1"}[1m]) > 0"#,
     ] {
-        until_all_have_data(&prom, &scraped(e), SCRAPED).await;
+        prom.until_all_have_data(&scraped(e), SCRAPED).await;
     }
 
     // every panel, as Grafana would ask for it with this roundhouse and backend es chosen
@@ -384,7 +186,7 @@ async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
         .map(|(at, e)| (at, vars.substitute(&e)))
         .collect();
     assert!(queries.len() >= 20, "only {} queries", queries.len());
-    until_all_have_data(&prom, &queries, SCRAPED).await;
+    prom.until_all_have_data(&queries, SCRAPED).await;
 
     // the variables offer this roundhouse and its backend
     for (name, q) in variable_queries(&d) {
@@ -411,13 +213,13 @@ async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
                 .map(move |s| (format!("{at}: selector"), s))
         })
         .collect();
-    until_all_have_data(&prom, &matched, SCRAPED).await;
+    prom.until_all_have_data(&matched, SCRAPED).await;
 
     // every rule has been evaluated on this data without an error, and the node that went down
     // makes RoundhouseBackendDegraded pending (it fires after its 10 minutes)
     let degraded =
         r#"ALERTS{alertname="RoundhouseBackendDegraded", alertstate="pending", backend="es"}"#;
-    until_all_have_data(&prom, &scraped(degraded), SCRAPED).await;
+    prom.until_all_have_data(&scraped(degraded), SCRAPED).await;
     let rules = prom.api("/api/v1/rules").await.expect("GET /api/v1/rules");
     let mut evaluated = 0;
     for group in rules["groups"].as_array().expect("groups") {

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod monitoring;
 pub mod net;
 pub mod opensearch;
 pub mod process;

@@ -145,7 +145,45 @@ impl Prometheus {
         }
         Ok(v["data"].clone())
     }
+
+    /// Polls until every expression has a result with a number in it; panics at the deadline with
+    /// those that have none.
+    pub async fn until_all_have_data(&self, exprs: &[(String, String)], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut missing = Vec::new();
+            for (at, e) in exprs {
+                match self.query(e).await {
+                    Ok(r) if r.iter().any(has_number) => {}
+                    Ok(r) => missing.push(format!("{at}: no number in {r:?}\n  {e}")),
+                    Err(err) => missing.push(format!("{at}: {err}")),
+                }
+            }
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no data within {within:?} for:\n{}\nPrometheus log:\n{}",
+                missing.join("\n"),
+                self.stderr.text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
+
+/// A sample whose value is a number (not NaN, not infinite).
+fn has_number(sample: &Value) -> bool {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
+}
+
+/// How long data may take to reach Prometheus and its rules: scrapes and evaluations are every
+/// second, so this only matters on a machine that is very busy.
+pub const SCRAPED: Duration = Duration::from_secs(60);
 
 impl Drop for Prometheus {
     fn drop(&mut self) {

@@ -116,6 +116,26 @@ pub fn selectors(expr: &str) -> Vec<Selector> {
     out
 }
 
+/// The selector once for each alternative of a regex matcher that lists plain words
+/// (`state=~"drain|maint"` gives `state="drain"` and `state="maint"`), so that a misspelt
+/// alternative cannot hide behind a good one; the selector itself if it has none.
+pub fn each_alternative(selector: &str) -> Vec<String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '|');
+    for (start, _) in selector.match_indices("=~\"") {
+        let rest = &selector[start + 3..];
+        let Some(end) = rest.find('"') else { continue };
+        let words = &rest[..end];
+        if words.contains('|') && words.chars().all(plain) {
+            let regex = format!("=~\"{words}\"");
+            return words
+                .split('|')
+                .flat_map(|w| each_alternative(&selector.replacen(&regex, &format!("=\"{w}\""), 1)))
+                .collect();
+        }
+    }
+    vec![selector.to_owned()]
+}
+
 fn skip_space(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && b[i].is_ascii_whitespace() {
         i += 1;
