@@ -5,9 +5,12 @@
 
 pub mod certs;
 pub mod config;
+pub mod monitoring;
 pub mod net;
 pub mod opensearch;
 pub mod process;
+pub mod prometheus;
+pub mod promql;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
