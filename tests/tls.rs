@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use common::certs::TestCa;
-use common::scrape::status;
+use common::scrape::{server, status};
 use common::*;
 
 const USER: &str = "roundhouse";
@@ -66,6 +66,20 @@ fn tls_with_ca(dir: &Path) -> String {
     )
 }
 
+/// `server` is down for exactly `reason`: in the status line, in the "server is down" log
+/// line and in `/status`.
+async fn assert_down_with(rh: &mut Roundhouse, name: &str, reason: &str) {
+    let ready = rh.ready().await;
+    assert!(ready.contains(&format!("{name}: {reason}")), "{ready}");
+    let line = rh
+        .stderr
+        .wait_for(&["server is down", &format!("server={name}")], SOON)
+        .await;
+    assert!(line.contains(reason), "{line}");
+    let shown = status(rh.admin().await).await;
+    assert_eq!(server(&shown, "es", name)["reason"], reason, "{shown:#}");
+}
+
 fn basic_auth(dir: &Path, password_file: &str) -> String {
     format!(
         "{{ username: {USER}, password_file: {} }}",
@@ -112,11 +126,14 @@ async fn without_the_ca_the_reason_names_the_certificate_problem() {
         "{ server_name: es.internal }",
         &basic_auth(dir.path(), "password"),
     ));
-    let ready = rh.ready().await;
-    assert!(
-        ready.contains("es-1: TLS: the node's certificate is not signed by a trusted CA (check health_check.tls.ca_file)"),
-        "{ready}"
-    );
+    assert_down_with(
+        &mut rh,
+        "es-1",
+        "TLS: the node's certificate (CN=es.internal; DNS:es.internal) is signed by CN=roundhouse \
+         test CA, not by one of this machine's trusted CAs: set health_check.tls.ca_file to that \
+         CA (Elasticsearch 8: config/certs/http_ca.crt)",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -128,19 +145,25 @@ async fn a_wrong_server_name_fails_verification() {
         file(dir.path(), "ca.pem").display()
     );
     let mut rh = Roundhouse::spawn(&config(&nodes, &tls, &basic_auth(dir.path(), "password")));
-    let ready = rh.ready().await;
-    assert!(
-        ready.contains("es-1: TLS: the node's certificate is not valid for the name other.internal (check health_check.tls.server_name)"),
-        "{ready}"
-    );
+    assert_down_with(
+        &mut rh,
+        "es-1",
+        "TLS: the node's certificate (CN=es.internal; DNS:es.internal) is not valid for the name \
+         other.internal (health_check.tls.server_name): set server_name to one of its names, or \
+         give the node a certificate for other.internal",
+    )
+    .await;
     // without server_name the server's own host (127.0.0.1) is verified, and is not in the certificate
     let tls = format!("{{ ca_file: {} }}", file(dir.path(), "ca.pem").display());
     let mut rh = Roundhouse::spawn(&config(&nodes, &tls, &basic_auth(dir.path(), "password")));
-    let ready = rh.ready().await;
-    assert!(
-        ready.contains("is not valid for the name 127.0.0.1"),
-        "{ready}"
-    );
+    assert_down_with(
+        &mut rh,
+        "es-1",
+        "TLS: the node's certificate (CN=es.internal; DNS:es.internal) is not valid for the name \
+         127.0.0.1 (the server's host; health_check.tls.server_name is not set): set server_name \
+         to one of its names, or give the node a certificate for 127.0.0.1",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! A certificate authority made for one test, and server certificates it signs.
+//! Certificates made for one test: a certificate authority and the server certificates it
+//! signs (rcgen).
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
@@ -9,11 +10,16 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> TestCa {
+        TestCa::named("roundhouse test CA")
+    }
+
+    /// A CA whose subject is `CN=<cn>`.
+    pub fn named(cn: &str) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "roundhouse test CA");
+            .push(rcgen::DnType::CommonName, cn);
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         TestCa {
@@ -27,13 +33,27 @@ impl TestCa {
         &self.pem
     }
 
-    /// A server certificate for these DNS names: (certificate PEM, private key PEM).
+    /// A server certificate for these names, the first one also its CN: (certificate PEM,
+    /// private key PEM).
     pub fn server(&self, names: &[&str]) -> (String, String) {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        self.sign(server_params(names[0], names))
+    }
+
+    /// A certificate made from `params`, signed by this CA: (certificate PEM, private key PEM).
+    pub fn sign(&self, params: CertificateParams) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+}
+
+/// Parameters for a server certificate with subject `CN=<cn>` and these names (DNS names, or
+/// IP addresses).
+pub fn server_params(cn: &str, names: &[&str]) -> CertificateParams {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
 }
