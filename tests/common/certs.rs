@@ -1,5 +1,8 @@
 //! Certificates made for one test: a certificate authority and the server certificates it
-//! signs (rcgen).
+//! signs (rcgen), and self-signed ones made by the real `openssl` command, as people make them.
+
+use std::path::Path;
+use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
@@ -56,4 +59,36 @@ pub fn server_params(cn: &str, names: &[&str]) -> CertificateParams {
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn);
     params
+}
+
+/// A self-signed certificate made the way the openssl documentation and most how-tos make one
+/// (CA:TRUE, 30 days), for `/CN=es.internal` with `DNS:es.internal,IP:127.0.0.1`; the files are
+/// written in `dir` as `<stem>.crt` and `<stem>.key`: (certificate PEM, private key PEM).
+pub fn openssl_self_signed(dir: &Path, stem: &str) -> (String, String) {
+    let (cert, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=es.internal",
+            "-addext",
+            "subjectAltName=DNS:es.internal,IP:127.0.0.1",
+        ])
+        .output()
+        .expect("the openssl command (Debian package openssl) is needed by this test");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(cert).unwrap(),
+        std::fs::read_to_string(key).unwrap(),
+    )
 }
