@@ -150,7 +150,7 @@ async fn without_the_ca_the_reason_names_the_certificate_problem() {
         "es-1",
         "TLS: the node's certificate (CN=es.internal; DNS:es.internal) is signed by CN=roundhouse \
          test CA, not by one of this machine's trusted CAs: set health_check.tls.ca_file to that \
-         CA (Elasticsearch 8: config/certs/http_ca.crt)",
+         CA (Elasticsearch 8 keeps it in certs/http_ca.crt)",
     )
     .await;
 }

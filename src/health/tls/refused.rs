@@ -231,7 +231,7 @@ impl Refused {
             ),
             (Anchors::System, false) => write!(
                 f,
-                "is signed by {}, not by one of this machine's trusted CAs: set health_check.tls.ca_file to that CA (Elasticsearch 8: config/certs/http_ca.crt)",
+                "is signed by {}, not by one of this machine's trusted CAs: set health_check.tls.ca_file to that CA (Elasticsearch 8 keeps it in certs/http_ca.crt)",
                 cert.issuer
             ),
         }
