@@ -8,6 +8,7 @@ pub mod config;
 pub mod net;
 pub mod opensearch;
 pub mod process;
+pub mod props;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};
