@@ -23,6 +23,8 @@ fn runner(cases: u32, rng_seed: RngSeed) -> TestRunner {
         rng_seed,
         // a failure is turned into a named regression test, not a file beside the source
         failure_persistence: None,
+        // a failing case that waits on a socket must not shrink for hours
+        max_shrink_time: 60_000,
         ..Config::default()
     })
 }
