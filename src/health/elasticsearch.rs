@@ -27,11 +27,11 @@ pub fn judge(check: &EsCheck, status: u16, body: &[u8]) -> Verdict {
     }
     // serde also reads a struct from an array of its values in field order, so that
     // `["prod","green",3,null,null]` would pass: only an object is a cluster-health answer.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return (
             Some((
                 FailureKind::Other,
-                "not a cluster health answer (expected a JSON object)".to_owned(),
+                "not a cluster health answer (an array, expected an object)".to_owned(),
             )),
             None,
         );
@@ -228,7 +228,7 @@ mod tests {
                 failure,
                 Some((
                     FailureKind::Other,
-                    "not a cluster health answer (expected a JSON object)".into()
+                    "not a cluster health answer (an array, expected an object)".into()
                 ))
             );
             assert!(view.is_none());
