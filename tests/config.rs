@@ -151,6 +151,28 @@ fn unknown_keys_are_rejected_with_the_allowed_ones() {
 }
 
 #[test]
+fn a_second_document_is_named_by_its_line() {
+    // found by the property tests: serde_yaml says no place for these
+    let file = Path::new("/etc/roundhouse/test.yaml");
+    let message = "deserializing from YAML containing more than one document is not supported";
+    let two = format!("{}---\nenabled: false\n", valid());
+    let line = valid().lines().count() + 1;
+    let shown = roundhouse::config::parse(file, &two)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        shown,
+        format!("/etc/roundhouse/test.yaml:{line}: {message}")
+    );
+    // a stray bracket after a file written in flow style starts a second document too
+    let stray = "{enabled: true,\n listeners: []}\n]\n";
+    let shown = roundhouse::config::parse(file, stray)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(shown, format!("/etc/roundhouse/test.yaml:3: {message}"));
+}
+
+#[test]
 fn a_mistyped_address_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let text = valid().replace("servers:\n", "servers:\n      - 10.0.0.x:9200\n");

@@ -55,14 +55,50 @@ fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
         };
         let inner = e.into_inner();
         let location = inner.location();
+        let (line, column) = match &location {
+            Some(l) => (Some(l.line()), Some(l.column())),
+            None if path.is_empty() => (first_line_with(text, &inner.to_string()), None),
+            None => (None, None),
+        };
         ConfigErrors(vec![ConfigError::Syntax {
             file: file.to_owned(),
             path,
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
+            line,
+            column,
             message: strip_location(&inner.to_string()),
         }])
     })
+}
+
+/// The first line by which the file already gives `message`, for the errors serde_yaml gives
+/// without a place: a second document ("more than one document"), also where it is only a
+/// stray `]` after the first. Found by bisecting over line ends: a few parses, not one per line.
+fn first_line_with(text: &str, message: &str) -> Option<usize> {
+    let ends: Vec<usize> = text
+        .split_inclusive('\n')
+        .scan(0, |end, line| {
+            *end += line.len();
+            Some(*end)
+        })
+        .collect();
+    let fails = |lines: usize| {
+        serde_yaml::from_str::<serde::de::IgnoredAny>(&text[..ends[lines - 1]])
+            .is_err_and(|e| e.to_string() == message)
+    };
+    if ends.is_empty() || !fails(ends.len()) {
+        return None;
+    }
+    // the smallest line count whose prefix fails: `fails(high)` holds, `fails(low)` does not
+    let (mut low, mut high) = (0, ends.len());
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if fails(mid) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    Some(high)
 }
 
 /// serde_yaml appends "at line L column C" (and sometimes its own path); both are reported

@@ -25,6 +25,17 @@ pub fn judge(check: &EsCheck, status: u16, body: &[u8]) -> Verdict {
     if !(200..300).contains(&status) {
         return (Some((FailureKind::Other, http_failure(status, body))), None);
     }
+    // serde also reads a struct from an array of its values in field order, so that
+    // `["prod","green",3,null,null]` would pass: only an object is a cluster-health answer.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return (
+            Some((
+                FailureKind::Other,
+                "not a cluster health answer (an array, expected an object)".to_owned(),
+            )),
+            None,
+        );
+    }
     let health: ClusterHealth = match serde_json::from_slice(body) {
         Ok(h) => h,
         Err(e) => {
@@ -114,6 +125,9 @@ fn error_type(body: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -200,6 +214,31 @@ mod tests {
                 "has not discovered a master (stuck in discovery?)".into()
             ))
         );
+    }
+
+    #[test]
+    fn an_array_of_the_right_values_is_not_an_answer() {
+        // found by the property tests: serde reads a struct from its values in an array
+        for b in [
+            &br#"["prod","green",3,null,null]"#[..],
+            br#" ["prod","green",3,true,true]"#,
+        ] {
+            let (failure, view) = judge(&check(), 200, b);
+            assert_eq!(
+                failure,
+                Some((
+                    FailureKind::Other,
+                    "not a cluster health answer (an array, expected an object)".into()
+                ))
+            );
+            assert!(view.is_none());
+        }
+        let (failure, _) = judge(
+            &check(),
+            200,
+            &[b" \n\t".as_slice(), &body("prod", "green", 3)].concat(),
+        );
+        assert_eq!(failure, None, "white space before the object is JSON");
     }
 
     #[test]

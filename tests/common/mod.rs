@@ -11,6 +11,7 @@ pub mod opensearch;
 pub mod process;
 pub mod prometheus;
 pub mod promql;
+pub mod props;
 pub mod scrape;
 
 pub use config::{Backend, ConfigBuilder};

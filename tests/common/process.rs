@@ -155,6 +155,17 @@ impl NotifySocket {
         status_of(&m).to_owned()
     }
 
+    /// Reads every message already waiting, without waiting for more. A test that makes
+    /// roundhouse send many (a state change each) calls it now and then: a full socket blocks
+    /// the sender, as a stalled systemd would.
+    pub fn drain(&mut self) {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = self.socket.try_recv(&mut buf) {
+            self.messages
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+
     /// The last STATUS= seen.
     pub fn last_status(&self) -> Option<String> {
         self.messages.iter().rev().find_map(|m| {
