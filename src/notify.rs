@@ -43,7 +43,7 @@ impl Notifier {
             return;
         };
         if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {
-            tracing::debug!(error = %e, "sd_notify failed");
+            tracing::debug!(error = %e, "sd_notify failed; the next message carries the current state");
         }
     }
 
@@ -112,7 +112,11 @@ fn open(path: &OsString) -> std::io::Result<(UnixDatagram, SocketAddr)> {
             ));
         }
     };
-    Ok((UnixDatagram::unbound()?, addr))
+    let socket = UnixDatagram::unbound()?;
+    // The control thread sends these; a systemd too busy to read its socket must never stall
+    // it. A message that does not fit now is dropped (the next one carries the current status).
+    socket.set_nonblocking(true)?;
+    Ok((socket, addr))
 }
 
 fn one_line(s: &str) -> String {
@@ -142,6 +146,25 @@ mod tests {
         let mut buf = [0u8; 1024];
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn a_socket_nobody_reads_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let _unread = UnixDatagram::bind(&path).expect("bind");
+        let n = Notifier::to(&path.into_os_string());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // far more than a datagram socket's queue holds
+            for i in 0..10_000 {
+                n.status(&format!("serving 1 listener; es: {i}/3 servers up"));
+            }
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sending to a full socket returns at once");
     }
 
     #[test]
