@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::balancer::RoundRobin;
-use crate::config::{BackendConfig, Name, ServerConfig, WhenAllUnhealthy};
+use crate::balancer::{Balancer, LeastConnections, RoundRobin};
+use crate::config::{BackendConfig, Balance, Name, ServerConfig, WhenAllUnhealthy};
 use crate::metrics::{BackendMetrics, DiscoveryResult, RejectReason};
 use crate::nodes::{NodeId, Publish};
 use crate::server::ServerState;
@@ -144,17 +144,23 @@ pub struct Backend {
     pub config: BackendConfig,
     pub servers: Vec<Server>,
     pub state: Arc<BackendState>,
-    balancer: RoundRobin,
+    balancer: Balancer,
 }
 
 impl Backend {
     pub fn new(config: BackendConfig, servers: Vec<Server>, state: Arc<BackendState>) -> Backend {
         let weights: Vec<u32> = servers.iter().map(|s| s.config.weight).collect();
+        let balancer = match config.balance {
+            Balance::RoundRobin => Balancer::RoundRobin(RoundRobin::new(&weights)),
+            Balance::LeastConnections => {
+                Balancer::LeastConnections(LeastConnections::new(&weights))
+            }
+        };
         Backend {
             config,
             servers,
             state,
-            balancer: RoundRobin::new(&weights),
+            balancer,
         }
     }
 
@@ -165,17 +171,20 @@ impl Backend {
     /// The next server in rotation that `skip` does not exclude. When no server is in
     /// rotation and the backend fails open, the next server whose only failure is the colour.
     pub fn pick(&self, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let load = |i: usize| self.servers[i].state.in_use.load(Ordering::Relaxed);
         let picked = self
             .balancer
-            .pick(|i| !skip(i) && self.servers[i].state.in_rotation());
+            .pick(|i| !skip(i) && self.servers[i].state.in_rotation(), load);
         if picked.is_some()
             || self.config.when_all_unhealthy != WhenAllUnhealthy::FailOpen
             || self.servers_up() > 0
         {
             return picked;
         }
-        self.balancer
-            .pick(|i| !skip(i) && self.servers[i].state.fail_open_eligible())
+        self.balancer.pick(
+            |i| !skip(i) && self.servers[i].state.fail_open_eligible(),
+            load,
+        )
     }
 
     /// The servers the backend sends traffic to although they fail their check: empty unless no

@@ -37,6 +37,8 @@ pub fn clock(t: SystemTime) -> String {
 /// `serving 1 listener; es: 3/3 servers up`,
 /// `DEGRADED: es: 1/3 servers up (es-2: cluster status red; es-3: timed out after 1s)`,
 /// `DOWN: es: no healthy server`, and a rejected reload in front of it until one succeeds.
+/// Servers the roles filter keeps out are not counted as missing: `es: 3/3 servers up, 1
+/// excluded by roles (m-1: dedicated cluster-manager node: not a client entry point)`.
 pub fn status_line(
     listeners: usize,
     backends: &[Arc<Backend>],
@@ -46,7 +48,8 @@ pub fn status_line(
     let mut worst = 0; // 0 fine, 1 degraded, 2 down
     let mut parts = Vec::new();
     for b in backends {
-        let total = b.servers.len();
+        let excluded = excluded(b);
+        let total = b.servers.iter().filter(|s| !s.state.is_excluded()).count();
         let up = b.servers_up();
         let open_to = b.failing_open_to();
         if !open_to.is_empty() {
@@ -59,16 +62,20 @@ pub fn status_line(
             ));
         } else if up == 0 {
             worst = 2;
-            parts.push(format!("{}: no healthy server{}", b.name(), reasons(b)));
+            parts.push(format!(
+                "{}: no healthy server{}{excluded}",
+                b.name(),
+                reasons(b)
+            ));
         } else if up < total {
             worst = worst.max(1);
             parts.push(format!(
-                "{}: {up}/{total} servers up{}",
+                "{}: {up}/{total} servers up{}{excluded}",
                 b.name(),
                 reasons(b)
             ));
         } else {
-            parts.push(format!("{}: {up}/{total} servers up", b.name()));
+            parts.push(format!("{}: {up}/{total} servers up{excluded}", b.name()));
         }
     }
     let health = match worst {
@@ -91,12 +98,28 @@ pub fn status_line(
     }
 }
 
-/// ` (es-2: cluster status red; es-3: timed out after 1s)` for the servers out of rotation.
+/// `, 1 excluded by roles (m-1: dedicated cluster-manager node: not a client entry point)`.
+fn excluded(b: &Backend) -> String {
+    let out: Vec<String> = b
+        .servers
+        .iter()
+        .filter(|s| s.state.state_word() == "excluded")
+        .map(|s| format!("{}: {}", s.config.name, why_out(s)))
+        .collect();
+    if out.is_empty() {
+        String::new()
+    } else {
+        format!(", {} excluded by roles ({})", out.len(), out.join("; "))
+    }
+}
+
+/// ` (es-2: cluster status red; es-3: timed out after 1s)` for the servers out of rotation
+/// (those the roles filter keeps out are said apart).
 fn reasons(b: &Backend) -> String {
     let out: Vec<String> = b
         .servers
         .iter()
-        .filter(|s| !s.state.in_rotation())
+        .filter(|s| !s.state.in_rotation() && s.state.state_word() != "excluded")
         .map(|s| format!("{}: {}", s.config.name, why_out(s)))
         .collect();
     if out.is_empty() {
@@ -133,6 +156,10 @@ fn why_out(s: &Server) -> String {
     match s.state.state_word() {
         "drain" => "draining".to_owned(),
         "maint" => "in maintenance".to_owned(),
+        "excluded" => s
+            .state
+            .exclusion()
+            .unwrap_or_else(|| "excluded by its roles".to_owned()),
         _ if s.state.health.health() == Health::Unknown => "not checked yet".to_owned(),
         _ => s
             .state

@@ -186,6 +186,7 @@ pub fn table(status: &Value) -> String {
         [
             "BACKEND",
             "SERVER",
+            "SOURCE",
             "STATE",
             "SINCE",
             "LAST CHECK",
@@ -207,6 +208,7 @@ pub fn table(status: &Value) -> String {
             rows.push([
                 text(&b["name"]),
                 text(&s["name"]),
+                text(&s["source"]),
                 text(&s["state"]),
                 since,
                 last_check(s),
@@ -217,7 +219,7 @@ pub fn table(status: &Value) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -244,6 +246,9 @@ fn text(v: &Value) -> String {
 }
 
 fn last_check(s: &Value) -> String {
+    if s["state"] == "excluded" {
+        return text(&s["reason"]);
+    }
     let c = &s["last_check"];
     if c.is_null() {
         return "not checked yet".into();

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::backend::Server;
+use crate::backend::{Backend, Server, Source};
 use crate::state::Shared;
 use crate::words::{self, timestamp};
 
@@ -56,6 +56,9 @@ pub fn status(shared: &Shared) -> Value {
                 "name": &**b.name(),
                 "servers_up": b.servers_up(),
                 "servers_total": b.servers.len(),
+                "servers_excluded": b.servers.iter().filter(|s| s.state.is_excluded()).count(),
+                "balance": b.config.balance.as_str(),
+                "discovery": discovery(b),
                 "when_all_unhealthy": b.config.when_all_unhealthy.as_str(),
                 "fail_open": fail_open_reason.is_some(),
                 "fail_open_reason": fail_open_reason,
@@ -79,12 +82,50 @@ pub fn status(shared: &Shared) -> Value {
     })
 }
 
+/// The backend's discovery settings and how its last refresh went; null when it does not
+/// discover.
+fn discovery(b: &Backend) -> Value {
+    let Some(d) = &b.config.discovery else {
+        return Value::Null;
+    };
+    let last = b.state.discovery_report().map(|r| {
+        json!({
+            "at": timestamp(r.at),
+            "result": r.result.as_str(),
+            "source": r.source.as_deref(),
+            "reason": r.reason,
+            "nodes": r.nodes,
+        })
+    });
+    json!({
+        "interval": humantime::format_duration(d.interval).to_string(),
+        "forget_after": d.forget_after,
+        "servers_discovered": b.servers.iter().filter(|s| s.source != Source::Configured).count(),
+        "last_refresh": last,
+    })
+}
+
 fn server(s: &Server, receiving_traffic: bool) -> Value {
     let st = &s.state;
     let h = st.health.view();
     let m = &st.metrics;
+    let exclusion = st.exclusion();
+    let (source, node_id) = match &s.source {
+        Source::Configured => ("configured", None),
+        Source::Discovered(member) => ("discovered", Some(member.id.to_string())),
+    };
+    let node = st.node().map(|n| {
+        json!({
+            "id": n.id.to_string(),
+            "name": n.name,
+            "roles": n.roles,
+            "publish_address": n.publish.map(|p| p.text),
+        })
+    });
     json!({
         "name": &*s.config.name,
+        "source": source,
+        "node_id": node_id.or_else(|| st.node().map(|n| n.id.to_string())),
         "address": s.config.address.to_string(),
         "resolved": s.addr.to_string(),
         "weight": s.config.weight,
@@ -94,7 +135,8 @@ fn server(s: &Server, receiving_traffic: bool) -> Value {
         "health_since": timestamp(h.since),
         "admin_state": st.admin().as_str(),
         "receiving_traffic": receiving_traffic,
-        "reason": h.reason,
+        "reason": exclusion.or(h.reason),
+        "node": node,
         "last_check": h.last_check.map(|c| json!({
             "at": timestamp(c.at),
             "passed": c.passed,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use humantime::format_duration;
 
-use super::{CheckAuth, CheckKind, Config, HealthCheckConfig};
+use super::{CheckAuth, CheckKind, Config, HealthCheckConfig, RoleFilter};
 
 /// Renders `config` for a human; `resolved(backend, server)` says where a server's name resolved
 /// (or why it did not).
@@ -59,6 +59,34 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
             b.when_all_unhealthy.as_str()
         );
         let _ = writeln!(s, "    health check: {}", describe_check(&b.health_check));
+        let _ = writeln!(s, "    balance: {}", b.balance.as_str());
+        if let Some(roles) = describe_roles(&b.roles) {
+            let _ = writeln!(s, "    roles: {roles}");
+        }
+        match &b.discovery {
+            Some(d) => {
+                let _ = writeln!(
+                    s,
+                    "    discovery: elasticsearch, GET /_nodes/_all/http of a node that passes its check every {}; a node missing from {} answers in a row and failing its checks leaves; the servers below are the seeds",
+                    format_duration(d.interval),
+                    d.forget_after
+                );
+                if let CheckKind::Elasticsearch(es) = &b.health_check.kind
+                    && es.min_nodes.is_none()
+                {
+                    let _ = writeln!(
+                        s,
+                        "    note: without health_check.min_nodes, a node isolated from its cluster still passes its check and may be asked (its small answer never drops servers that pass their checks)"
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "    discovery: off (the servers below are the server set)"
+                );
+            }
+        }
         for srv in &b.servers {
             let _ = writeln!(
                 s,
@@ -71,6 +99,19 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
         }
     }
     s
+}
+
+/// The roles filter in words; `None` when it keeps no node out.
+fn describe_roles(r: &RoleFilter) -> Option<String> {
+    let mut parts = Vec::new();
+    if r.exclude_dedicated_masters {
+        parts.push("dedicated masters (cluster managers) kept out".to_owned());
+    }
+    if !r.require.is_empty() {
+        let roles: Vec<&str> = r.require.iter().map(|r| r.0.as_str()).collect();
+        parts.push(format!("a node needs {}", roles.join(" and ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn describe_check(h: &HealthCheckConfig) -> String {

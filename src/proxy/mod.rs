@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::backend::Backend;
 use crate::metrics::RejectReason;
-use crate::server::{FailureKind, Observation};
+use crate::server::{FailureKind, InUse, Observation};
 use crate::state::{Route, Shared};
 use crate::words::describe_io;
 
@@ -50,7 +50,7 @@ pub fn accept(client: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc
 async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
     let started = Instant::now();
     let backend = &route.backend;
-    let (mut server_stream, index) = match connect(backend).await {
+    let (mut server_stream, index, in_use) = match connect(backend).await {
         Ok(ok) => ok,
         Err(reason) => {
             route.listener.metrics.rejected(reason).inc();
@@ -80,6 +80,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
         m,
     )
     .await;
+    // before the gauge, so that a zero in the gauge means least connections sees zero too
+    drop(in_use);
     m.active.dec();
     let took = started.elapsed();
     if route.access_log {
@@ -111,7 +113,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
 
 /// Connects to the next server in rotation, trying up to `retries` others when that fails.
 /// A failed connect counts against the server's health, like a failed check.
-async fn connect(backend: &Backend) -> Result<(TcpStream, usize), RejectReason> {
+async fn connect(backend: &Backend) -> Result<(TcpStream, usize, InUse<'_>), RejectReason> {
     let mut tried = [usize::MAX; MAX_TRIES];
     let attempts = (backend.config.retries as usize + 1).min(MAX_TRIES);
     for attempt in 0..attempts {
@@ -124,6 +126,8 @@ async fn connect(backend: &Backend) -> Result<(TcpStream, usize), RejectReason> 
         };
         tried[attempt] = i;
         let server = &backend.servers[i];
+        // counted from the pick, so that concurrent picks see it (least connections)
+        let in_use = server.state.hold();
         let start = Instant::now();
         let timeout = backend.config.connect_timeout;
         let reason = match tokio::time::timeout(timeout, TcpStream::connect(server.addr)).await {
@@ -134,7 +138,7 @@ async fn connect(backend: &Backend) -> Result<(TcpStream, usize), RejectReason> 
                     .metrics
                     .connect_duration
                     .observe(took.as_secs_f64());
-                return Ok((stream, i));
+                return Ok((stream, i, in_use));
             }
             // Out of descriptors, memory or source ports here: not the server's fault.
             Ok(Err(e)) if is_local_exhaustion(&e) => return Err(RejectReason::OutOfResources),

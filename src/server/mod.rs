@@ -159,6 +159,11 @@ impl ServerState {
         }
     }
 
+    /// True when the backend's roles filter keeps the server out of rotation.
+    pub fn is_excluded(&self) -> bool {
+        self.excluded.load(Ordering::Relaxed)
+    }
+
     /// Why the roles filter keeps the server out of rotation, if it does.
     pub fn exclusion(&self) -> Option<String> {
         self.exclusion
@@ -189,6 +194,12 @@ impl ServerState {
         *current = reason;
         drop(current);
         self.publish_state();
+    }
+
+    /// Counts a client connection given to this server, until the guard is dropped.
+    pub fn hold(&self) -> InUse<'_> {
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        InUse(&self.in_use)
     }
 
     /// What the node last said about itself.
@@ -267,5 +278,14 @@ impl ServerState {
         drop(published);
         self.metrics.set_state(word);
         self.changes.notify_one();
+    }
+}
+
+/// One client connection counted in [`ServerState::in_use`] while it lives.
+pub struct InUse<'a>(&'a AtomicUsize);
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

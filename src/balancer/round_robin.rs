@@ -1,4 +1,4 @@
-//! Server selection: weighted round robin over whichever servers are eligible right now. No I/O.
+//! Weighted round robin over whichever servers are eligible right now.
 //!
 //! The weights are expanded once, when a configuration is loaded, into a smoothly interleaved
 //! schedule (for weights 1 and 2: b a b, not a b b), so picking is one atomic increment and an
