@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::balancer::{Balancer, LeastConnections, RoundRobin};
 use crate::config::{BackendConfig, Balance, Name, ServerConfig, WhenAllUnhealthy};
-use crate::metrics::{BackendMetrics, DiscoveryResult, RejectReason};
+use crate::metrics::{BackendMetrics, DiscoveryResult, IdleClose, RejectReason};
 use crate::nodes::{NodeId, Publish};
-use crate::server::ServerState;
+use crate::server::{AdminState, ServerState};
 
 /// One server as the current configuration and discovery describe it.
 pub struct Server {
@@ -205,6 +205,25 @@ impl Backend {
             .iter()
             .filter(|s| s.state.in_rotation())
             .count()
+    }
+
+    /// Marks each server as taking new connections or not (and why not); true when one has just
+    /// stopped taking them, so that its keep-alive connections are woken to close when idle.
+    pub fn mark_leaving(&self) -> bool {
+        let open_to = self.failing_open_to();
+        let mut newly = false;
+        for s in &self.servers {
+            let st = &s.state;
+            let takes = st.in_rotation() || open_to.iter().any(|o| std::ptr::eq(*o, s));
+            let reason = (!takes).then(|| match st.admin() {
+                AdminState::Drain => IdleClose::Drain,
+                AdminState::Maint => IdleClose::Maint,
+                AdminState::Ready if st.is_excluded() => IdleClose::Excluded,
+                AdminState::Ready => IdleClose::Down,
+            });
+            newly |= st.set_leaving(reason);
+        }
+        newly
     }
 
     /// Brings the backend's gauges up to date after a server changed state, and says whether

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -44,6 +45,51 @@ impl RejectReason {
             Self::ConnectFailed => "connect_failed",
             Self::OutOfResources => "out_of_resources",
         }
+    }
+}
+
+/// Why a keep-alive client connection was closed at an idle point (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum IdleClose {
+    /// Its server was drained.
+    Drain = 1,
+    /// Its server was put in maintenance.
+    Maint = 2,
+    /// Its server went down by its checks.
+    Down = 3,
+    /// Its server is kept out by the roles filter.
+    Excluded = 4,
+    /// Its server left the configuration or the discovered set.
+    Removed = 5,
+    /// roundhouse is stopping.
+    Shutdown = 6,
+}
+
+impl IdleClose {
+    pub const ALL: [IdleClose; 6] = [
+        Self::Drain,
+        Self::Maint,
+        Self::Down,
+        Self::Excluded,
+        Self::Removed,
+        Self::Shutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drain => "drain",
+            Self::Maint => "maint",
+            Self::Down => "down",
+            Self::Excluded => "excluded",
+            Self::Removed => "removed",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// The reason stored as `n`, for an atomic; `None` for 0 and anything unknown.
+    pub fn from_u8(n: u8) -> Option<IdleClose> {
+        Self::ALL.into_iter().find(|r| *r as u8 == n)
     }
 }
 
@@ -124,6 +170,11 @@ pub struct Metrics {
     discovery_refreshes: IntCounterVec,
     discovery_changes: IntCounterVec,
     discovery_servers: IntGaugeVec,
+    server_requests: IntCounterVec,
+    server_in_flight: IntGaugeVec,
+    server_byte_relays: IntGaugeVec,
+    server_idle_closes: IntCounterVec,
+    server_unfollowed: IntCounterVec,
 }
 
 /// Handles for one server, resolved once and carried across reloads with the server.
@@ -144,9 +195,31 @@ pub struct ServerMetrics {
     pub state_changes: IntCounter,
     /// One gauge per entry of [`ClusterStatus::ALL`].
     pub cluster_status: [IntGauge; 3],
+    /// Requests seen on followed connections (heads counted; bodies never read).
+    pub requests: IntCounter,
+    /// Requests whose response is not complete yet.
+    pub in_flight: IntGauge,
+    /// Open connections relayed as bytes, their framing not followed.
+    pub byte_relays: IntGauge,
+    /// Connections closed at an idle point, one counter per entry of [`IdleClose::ALL`].
+    idle_closes: [IntCounter; 6],
+    /// Connections not followed, by reason: resolved when one falls back (rare), not per read.
+    unfollowed: IntCounterVec,
+    labels: [Arc<str>; 2],
 }
 
 impl ServerMetrics {
+    /// The counter of connections closed at an idle point for `reason`.
+    pub fn idle_closed(&self, reason: IdleClose) -> &IntCounter {
+        &self.idle_closes[reason as usize - 1]
+    }
+
+    /// Counts a connection whose framing is not (or no longer) followed, and why.
+    pub fn unfollowed(&self, reason: &str) {
+        let [b, s] = &self.labels;
+        self.unfollowed.with_label_values(&[b, s, reason]).inc();
+    }
+
     /// Sets the one state gauge that is 1.
     pub fn set_state(&self, state: &str) {
         for (name, gauge) in SERVER_STATES.iter().zip(&self.state) {
@@ -392,6 +465,36 @@ impl Metrics {
                 "Servers of a backend that discovery added (configured servers not counted).",
                 &["backend"],
             ),
+            server_requests: counter_vec(
+                &r,
+                "roundhouse_server_requests_total",
+                "HTTP requests seen on connections to the server whose framing is followed.",
+                &server,
+            ),
+            server_in_flight: gauge_vec(
+                &r,
+                "roundhouse_server_requests_in_flight",
+                "HTTP requests to the server whose response is not complete yet.",
+                &server,
+            ),
+            server_byte_relays: gauge_vec(
+                &r,
+                "roundhouse_server_byte_relay_connections",
+                "Open connections to the server relayed as bytes, their HTTP framing not followed.",
+                &server,
+            ),
+            server_idle_closes: counter_vec(
+                &r,
+                "roundhouse_server_idle_closes_total",
+                "Client connections closed at an idle point (last response complete, no new request), by reason.",
+                &["backend", "server", "reason"],
+            ),
+            server_unfollowed: counter_vec(
+                &r,
+                "roundhouse_server_unfollowed_connections_total",
+                "Connections to the server whose HTTP framing was not followed, by reason (off, tls, http2, upgrade, malformed, ...).",
+                &["backend", "server", "reason"],
+            ),
             registry: r,
         })
     }
@@ -421,13 +524,27 @@ impl Metrics {
                 .with_label_values(&[backend, server, "fail"]),
             state_changes: self.server_state_changes.with_label_values(&l),
             cluster_status,
+            requests: self.server_requests.with_label_values(&l),
+            in_flight: self.server_in_flight.with_label_values(&l),
+            byte_relays: self.server_byte_relays.with_label_values(&l),
+            idle_closes: IdleClose::ALL.map(|r| {
+                self.server_idle_closes
+                    .with_label_values(&[backend, server, r.as_str()])
+            }),
+            unfollowed: self.server_unfollowed.clone(),
+            labels: [Arc::from(backend), Arc::from(server)],
         }
     }
 
     /// Drops a server that left the configuration from the exported metrics.
     pub fn forget_server(&self, backend: &str, server: &str) {
         let l = [backend, server];
-        for v in [&self.server_up, &self.server_active] {
+        for v in [
+            &self.server_up,
+            &self.server_active,
+            &self.server_in_flight,
+            &self.server_byte_relays,
+        ] {
             let _ = v.remove_label_values(&l);
         }
         for v in [
@@ -436,8 +553,37 @@ impl Metrics {
             &self.server_sent,
             &self.server_received,
             &self.server_state_changes,
+            &self.server_requests,
         ] {
             let _ = v.remove_label_values(&l);
+        }
+        for r in IdleClose::ALL {
+            let _ = self
+                .server_idle_closes
+                .remove_label_values(&[backend, server, r.as_str()]);
+        }
+        // the unfollowed series exist only for the reasons that happened
+        let mut gone: Vec<String> = Vec::new();
+        for family in Collector::collect(&self.server_unfollowed) {
+            for m in family.get_metric() {
+                let labels: Vec<(&str, &str)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let has = |k: &str, v: &str| labels.iter().any(|(n, x)| *n == k && *x == v);
+                if has("backend", backend)
+                    && has("server", server)
+                    && let Some((_, reason)) = labels.iter().find(|(n, _)| *n == "reason")
+                {
+                    gone.push((*reason).to_owned());
+                }
+            }
+        }
+        for reason in gone {
+            let _ = self
+                .server_unfollowed
+                .remove_label_values(&[backend, server, &reason]);
         }
         for s in SERVER_STATES {
             let _ = self.server_state.remove_label_values(&[backend, server, s]);

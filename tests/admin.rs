@@ -178,6 +178,31 @@ async fn admin_state_survives_a_reload() {
 }
 
 #[tokio::test]
+async fn a_change_that_sends_a_body_is_refused_and_changes_nothing() {
+    let nodes = three_nodes().await;
+    let rh = serve(es_backend(&nodes)).await;
+    let admin = rh.admin().await;
+    for framing in ["Content-Length: 5\r\n", "Transfer-Encoding: chunked\r\n"] {
+        let body = if framing.starts_with("Content") {
+            "hello"
+        } else {
+            "5\r\nhello\r\n0\r\n\r\n"
+        };
+        let (code, answer) = raw(
+            admin,
+            &format!(
+                "POST /servers/es/es-1/drain HTTP/1.1\r\nHost: x\r\n{framing}Connection: close\r\n\r\n{body}"
+            ),
+        )
+        .await;
+        assert_eq!(code, 400, "{answer}");
+        assert!(answer.contains("changes take no request body"), "{answer}");
+    }
+    let st = status(admin).await;
+    assert_eq!(server(&st, "es", "es-1")["admin_state"], "ready", "{st:#}");
+}
+
+#[tokio::test]
 async fn unknown_names_are_404_and_bad_requests_400() {
     let nodes = three_nodes().await;
     let rh = serve(es_backend(&nodes)).await;
@@ -278,12 +303,8 @@ async fn garbage_and_oversized_requests_never_hurt_the_proxy() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(rh.stderr.count("panicked"), 0, "{}", rh.stderr.text());
-    assert!(
-        rh.notify
-            .last_status()
-            .unwrap_or_default()
-            .starts_with("serving")
-    );
+    let status = rh.notify.last_status().unwrap_or_default();
+    assert!(status.starts_with("serving"), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

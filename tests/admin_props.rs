@@ -146,7 +146,6 @@ struct Tally {
 }
 
 async fn one_case(
-    rh: &RefCell<Roundhouse>,
     admin: SocketAddr,
     case: &Case,
     tally: &RefCell<Tally>,
@@ -184,7 +183,6 @@ async fn one_case(
     if states != baseline() {
         tally.borrow_mut().changes += 1;
         restore(admin).await;
-        rh.borrow_mut().notify.drain();
     }
     Ok(())
 }
@@ -222,16 +220,15 @@ async fn start(dir: &Path) -> (Roundhouse, Vec<EchoServer>, SocketAddr) {
 async fn admin_requests(runner: TestRunner) {
     let dir = tempfile::tempdir().unwrap();
     let (rh, _echoes, admin) = start(dir.path()).await;
-    let rh = RefCell::new(rh);
     let tally = RefCell::new(Tally::default());
     let handle = Handle::current();
     // the runner is synchronous: each case runs to its end on this thread
     tokio::task::block_in_place(|| {
         check(runner, case(), |case| {
-            handle.block_on(one_case(&rh, admin, &case, &tally))
+            handle.block_on(one_case(admin, &case, &tally))
         });
     });
-    let (tally, mut rh) = (tally.into_inner(), rh.into_inner());
+    let (tally, mut rh) = (tally.into_inner(), rh);
     eprintln!("{tally:?}");
     assert!(
         rh.child.try_wait().expect("wait").is_none(),

@@ -117,8 +117,8 @@ fn check_reports_every_error_at_once() {
     let text = valid()
         .replace("fall: 2", "fall: 0")
         .replace(
-            "interval: 200ms",
-            "interval: 200ms\n      expect_status: [blue]",
+            "interval: 500ms",
+            "interval: 500ms\n      expect_status: [blue]",
         )
         .replace("backend: es }", "backend: nope }");
     let path = write(dir.path(), &text);
@@ -211,7 +211,7 @@ fn check_prints_the_effective_configuration() {
         "configuration is valid",
         "es           127.0.0.1:0            -> backend es (no connection limit)",
         "connect timeout 2s, idle timeout 5m, 2 retries, when all unhealthy: fail_open",
-        "health check: elasticsearch GET /_cluster/health?local=true expects status green|yellow; every 200ms, timeout 200ms, rise 2, fall 2",
+        "health check: elasticsearch GET /_cluster/health?local=true expects status green|yellow; every 500ms, timeout 500ms, rise 2, fall 2",
         "server es-1",
         "-> 127.0.0.1:9200",
     ] {

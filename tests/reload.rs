@@ -394,7 +394,7 @@ async fn the_watchdog_is_fed_at_half_its_period() {
     rh.ready().await;
     let started = Instant::now();
     for _ in 0..3 {
-        rh.notify.messages.clear();
+        rh.notify.clear();
         rh.notify
             .wait_for(&["WATCHDOG=1"], Duration::from_secs(2))
             .await;

@@ -113,6 +113,14 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         (&Method::GET | &Method::HEAD, ["status"]) => json(StatusCode::OK, &status::status(shared)),
         (&Method::GET | &Method::HEAD, ["healthz"]) => healthz(shared),
         (&Method::POST, ["servers", backend, server, action]) => {
+            // A change is all in its request line; a body would go unread, so a request that
+            // sends one is not what it seems (a client's mistake, or something smuggled).
+            if !hyper::body::Body::is_end_stream(req.body()) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "changes take no request body (send Content-Length: 0 or none)",
+                );
+            }
             if !authorized(req, shared) {
                 let mut r = error(
                     StatusCode::UNAUTHORIZED,

@@ -103,6 +103,11 @@ impl Validator<'_> {
                 continue;
             };
             let roles = self.roles(b.roles, &health_check, &p.field("roles"));
+            // Elasticsearch's REST API is HTTP/1.1: follow it unless told not to. Anything else
+            // may not be HTTP at all.
+            let http_aware = b
+                .http_aware
+                .unwrap_or(matches!(health_check.kind, CheckKind::Elasticsearch(_)));
             let discovery = match b.discovery {
                 None => Some(None),
                 Some(d) => self
@@ -119,6 +124,7 @@ impl Validator<'_> {
                     retries,
                     when_all_unhealthy,
                     balance,
+                    http_aware,
                     roles,
                     discovery,
                 });

@@ -86,6 +86,9 @@ pub struct BackendConfig {
     pub when_all_unhealthy: WhenAllUnhealthy,
     /// How a server is picked for a new connection.
     pub balance: Balance,
+    /// Follow the HTTP/1.1 framing of client connections (bytes still pass unchanged), so that
+    /// a keep-alive connection closes between two requests when its server leaves rotation.
+    pub http_aware: bool,
     /// Which nodes may take clients, by their roles (Elasticsearch checks only).
     pub roles: RoleFilter,
     /// Learn the server set from the cluster itself, the configured servers being the seeds.

@@ -59,6 +59,7 @@ pub struct RawBackend {
     pub retries: Option<u64>,
     pub when_all_unhealthy: Option<String>,
     pub balance: Option<String>,
+    pub http_aware: Option<bool>,
     pub roles: Option<RawRoles>,
     pub discovery: Option<RawDiscovery>,
 }

@@ -59,7 +59,16 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
             b.when_all_unhealthy.as_str()
         );
         let _ = writeln!(s, "    health check: {}", describe_check(&b.health_check));
-        let _ = writeln!(s, "    balance: {}", b.balance.as_str());
+        let _ = writeln!(
+            s,
+            "    balance: {}; HTTP framing {}",
+            b.balance.as_str(),
+            if b.http_aware {
+                "followed (keep-alive connections close between requests when their server leaves rotation)"
+            } else {
+                "not followed (byte relay)"
+            }
+        );
         if let Some(roles) = describe_roles(&b.roles) {
             let _ = writeln!(s, "    roles: {roles}");
         }

@@ -3,7 +3,7 @@
 //! timeout included, becomes an [`Observation`] with a reason.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -95,13 +95,15 @@ impl CheckTarget {
 pub type Learned = Option<Result<NodeInfo, String>>;
 
 /// Runs one check, bounded by the check's timeout; with `learn_node`, also asks the node about
-/// itself on the same connection.
+/// itself on the same connection, with a timeout of its own (the check's verdict never waits for
+/// it, and a slow answer about roles never fails the health check).
 pub async fn check(target: &CheckTarget, learn_node: bool) -> (Observation, Learned) {
     let start = Instant::now();
     let timeout = target.config.timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let attempt = attempt(target, learn_node, deadline);
-    let ((failure, cluster), learned) = match tokio::time::timeout_at(deadline, attempt).await {
+    let bound = deadline + if learn_node { timeout } else { Duration::ZERO };
+    let ((failure, cluster), learned) = match tokio::time::timeout_at(bound, attempt).await {
         Ok(v) => v,
         Err(_) => {
             let why = format!("timed out after {}", humantime::format_duration(timeout));
@@ -216,8 +218,9 @@ async fn connect(
 }
 
 /// Connects (over TLS when configured) and sends a GET for each of `paths` in turn on that one
-/// connection, each answer at most `max_body` bytes. The outer error is the connection's; an
-/// answer that fails ends the list with its error.
+/// connection, each answer at most `max_body` bytes. Connecting and the first answer must be
+/// done by `deadline`; each later answer gets the check's timeout of its own. The outer error is
+/// the connection's; an answer that fails ends the list with its error.
 pub async fn get(
     target: &CheckTarget,
     paths: &[&str],
@@ -236,13 +239,27 @@ pub async fn get(
         headers.push((AUTHORIZATION, a.clone()));
     }
     let headers = &headers;
+    let timeout = target.config.timeout;
     let exchange = |mut session: http1::Session| async move {
         let mut answers = Vec::new();
-        for path in paths {
-            let answer = session
-                .send(Method::GET, path, headers, max_body)
-                .await
-                .map_err(|e| e.to_string());
+        for (i, path) in paths.iter().enumerate() {
+            let limit = match i {
+                0 => deadline,
+                _ => tokio::time::Instant::now() + timeout,
+            };
+            let send = session.send(Method::GET, path, headers, max_body);
+            let answer = match tokio::time::timeout_at(limit, send).await {
+                Ok(a) => a.map_err(|e| e.to_string()),
+                // the check's own request says it as every other timeout of the check does
+                Err(_) if i == 0 => Err(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                )),
+                Err(_) => Err(format!(
+                    "GET {path} timed out after {}",
+                    humantime::format_duration(timeout)
+                )),
+            };
             let failed = answer.is_err();
             answers.push(answer);
             if failed {
@@ -254,9 +271,15 @@ pub async fn get(
     let result = match &target.tls {
         None => http1::session(TokioIo::new(stream), exchange).await,
         Some(Err(why)) => return Err(why.clone()),
-        Some(Ok(tls)) => match tls.connect(stream).await {
-            Ok(s) => http1::session(TokioIo::new(s), exchange).await,
-            Err(why) => return Err(why.to_string()),
+        Some(Ok(tls)) => match tokio::time::timeout_at(deadline, tls.connect(stream)).await {
+            Ok(Ok(s)) => http1::session(TokioIo::new(s), exchange).await,
+            Ok(Err(why)) => return Err(why.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                ));
+            }
         },
     };
     result.map_err(|e| e.to_string())

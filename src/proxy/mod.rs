@@ -3,7 +3,10 @@
 /// Public only for `benches/hot_paths.rs`; inside the crate, it is for the relay.
 #[doc(hidden)]
 pub mod framing;
+mod idle;
 mod relay;
+
+pub use idle::{stop as stop_idle_connections, wake_all as wake_idle_connections};
 mod splice;
 
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use crate::metrics::RejectReason;
 use crate::server::{FailureKind, InUse, Observation};
 use crate::state::{Route, Shared};
 use crate::words::describe_io;
+use relay::End;
 
 /// The most servers one client connection may try (`retries` is at most 16).
 const MAX_TRIES: usize = 17;
@@ -77,9 +81,13 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
         &mut client,
         &mut server_stream,
         backend.config.idle_timeout,
-        m,
+        &server.state,
+        backend.config.http_aware,
     )
     .await;
+    if let End::IdleClose(reason) = outcome.end {
+        m.idle_closed(reason).inc();
+    }
     // before the gauge, so that a zero in the gauge means least connections sees zero too
     drop(in_use);
     m.active.dec();
@@ -87,14 +95,19 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
     if route.access_log {
         tracing::info!(
             target: "access",
-            "{} {peer} -> {}/{} up={} down={} {:.1}ms {}",
+            "{} {peer} -> {}/{} up={} down={} {:.1}ms {}{}",
             route.listener.name,
             backend.name(),
             server.config.name,
             outcome.sent,
             outcome.received,
             took.as_secs_f64() * 1000.0,
-            outcome.end.as_str()
+            outcome.end.as_str(),
+            match (outcome.end, outcome.requests) {
+                (End::IdleClose(r), Some(n)) => format!(" ({}) requests={n}", r.as_str()),
+                (_, Some(n)) => format!(" requests={n}"),
+                _ => String::new(),
+            }
         );
     } else {
         tracing::debug!(
@@ -106,6 +119,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
             bytes_down = outcome.received,
             duration_ms = took.as_millis() as u64,
             close = outcome.end.as_str(),
+            requests = outcome.requests,
             "connection closed"
         );
     }

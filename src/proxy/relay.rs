@@ -5,6 +5,14 @@
 //! borrows a buffer from a per-thread pool just for the read and the write that follows, so an
 //! idle connection costs no buffer memory at all. Bulk data goes through `splice(2)` instead
 //! (see `splice.rs`), with the same rule for its pipe.
+//!
+//! On connections to Elasticsearch the relay also follows the HTTP/1.1 framing (`framing.rs`):
+//! every byte read is shown to the tracker before it is written on, except body bytes, which are
+//! spliced by count without being looked at. When the tracker says the connection is idle (the
+//! last response complete, no byte of another request) and its server takes no new connections,
+//! or roundhouse is stopping, the relay ends there: a client's pooled keep-alive connection is
+//! closed between two requests, never in the middle of one, and its next request goes to
+//! another server.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -20,8 +28,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
+use super::framing::{Direction, Tracker};
+use super::idle::{self, Registration};
 use super::splice::{PIPE_SIZE, Pipe};
-use crate::metrics::ServerMetrics;
+use crate::metrics::{IdleClose, ServerMetrics};
+use crate::server::ServerState;
 
 /// Relay buffer size; one is borrowed per direction only while that direction has data in flight.
 const BUFFER_SIZE: usize = 16 * 1024;
@@ -41,6 +52,8 @@ pub enum End {
     ClientError,
     /// The server reset the connection or stopped reading.
     ServerError,
+    /// Closed at an idle point: no request in flight, the server taking no new connections.
+    IdleClose(IdleClose),
 }
 
 impl End {
@@ -50,6 +63,7 @@ impl End {
             End::IdleTimeout => "idle_timeout",
             End::ClientError => "client_error",
             End::ServerError => "server_error",
+            End::IdleClose(_) => "idle_close",
         }
     }
 }
@@ -61,6 +75,8 @@ pub struct Outcome {
     pub sent: u64,
     /// Bytes from the server written to the client.
     pub received: u64,
+    /// Requests seen, when the framing was followed.
+    pub requests: Option<u64>,
     pub end: End,
 }
 
@@ -114,6 +130,7 @@ impl Pump {
         src: &mut ReadHalf<'_>,
         dst: &mut WriteHalf<'_>,
         other_done: bool,
+        mut follow: Option<(&mut Tracker, Direction)>,
     ) -> Poll<Result<(), Failed>> {
         loop {
             // Bytes already read go out before anything else is read.
@@ -169,10 +186,21 @@ impl Pump {
             // Wait for data before borrowing a buffer or a pipe for it.
             let socket: &TcpStream = src.as_ref();
             ready!(socket.poll_read_ready(cx)).map_err(|_| Failed::Reader)?;
-            if self.bulk {
-                self.splice_in(socket)?;
+            // Only body bytes may pass unseen: heads and chunk lines are read to be followed.
+            let opaque = follow
+                .as_ref()
+                .map_or(u64::MAX, |(t, dir)| t.opaque_len(*dir));
+            if self.bulk && opaque > 0 {
+                let len = usize::try_from(opaque).map_or(PIPE_SIZE, |o| o.min(PIPE_SIZE));
+                self.splice_in(socket, len)?;
+                if let Some((t, dir)) = follow.as_mut() {
+                    t.skip(*dir, self.in_pipe as u64);
+                }
             } else {
                 ready!(self.read_in(cx, src))?;
+                if let (Some((t, dir)), Some(buf)) = (follow.as_mut(), &self.buf) {
+                    t.feed(*dir, &buf[self.start..self.end]);
+                }
             }
         }
     }
@@ -211,8 +239,8 @@ impl Pump {
         }
     }
 
-    /// One splice from the socket into the pipe (the pipe is empty here).
-    fn splice_in(&mut self, src: &TcpStream) -> Result<(), Failed> {
+    /// One splice of at most `len` bytes from the socket into the pipe (the pipe is empty here).
+    fn splice_in(&mut self, src: &TcpStream, len: usize) -> Result<(), Failed> {
         let pipe = match self.pipe.take().map_or_else(Pipe::take, Ok) {
             Ok(p) => p,
             Err(_) => {
@@ -222,7 +250,7 @@ impl Pump {
             }
         };
         let fd = src.as_raw_fd();
-        match src.try_io(Interest::READABLE, || pipe.fill(fd, PIPE_SIZE)) {
+        match src.try_io(Interest::READABLE, || pipe.fill(fd, len)) {
             Ok(0) => {
                 self.eof = true;
                 pipe.give_back(true);
@@ -243,6 +271,11 @@ impl Pump {
             }
         }
         Ok(())
+    }
+
+    /// No byte read and not yet written on.
+    fn is_empty(&self) -> bool {
+        self.start == self.end && self.in_pipe == 0
     }
 
     fn sent(&mut self, n: usize) {
@@ -269,17 +302,90 @@ impl Drop for Pump {
     }
 }
 
+/// The HTTP side of a followed connection: its tracker, its place in the worker's wake list,
+/// and what has been counted of it so far.
+struct Followed {
+    tracker: Tracker,
+    registration: Option<Registration>,
+    requests: u64,
+    in_flight: usize,
+    fell_back: bool,
+}
+
+impl Followed {
+    fn new() -> Followed {
+        Followed {
+            tracker: Tracker::new(),
+            registration: None,
+            requests: 0,
+            in_flight: 0,
+            fell_back: false,
+        }
+    }
+
+    /// Brings the server's request counters up to date with what the tracker saw.
+    fn account(&mut self, m: &ServerMetrics) {
+        let t = &self.tracker;
+        if t.requests() != self.requests {
+            m.requests.inc_by(t.requests() - self.requests);
+            self.requests = t.requests();
+        }
+        if t.in_flight() != self.in_flight {
+            m.in_flight
+                .add(t.in_flight() as i64 - self.in_flight as i64);
+            self.in_flight = t.in_flight();
+        }
+        if let Some(why) = t.fallback()
+            && !self.fell_back
+        {
+            self.fell_back = true;
+            m.byte_relays.inc();
+            m.unfollowed(why.as_str());
+            // what it was in flight is no longer known
+            m.in_flight.sub(self.in_flight as i64);
+            self.in_flight = 0;
+        }
+    }
+
+    /// Takes the connection out of the server's gauges when it ends.
+    fn finish(&self, m: &ServerMetrics) {
+        m.in_flight.sub(self.in_flight as i64);
+        if self.fell_back {
+            m.byte_relays.dec();
+        }
+    }
+}
+
+/// The tracker a pump shows its bytes to, with the pump's direction.
+fn tracker(f: &mut Option<Followed>, dir: Direction) -> Option<(&mut Tracker, Direction)> {
+    f.as_mut().map(|f| (&mut f.tracker, dir))
+}
+
+/// True when the client has sent bytes roundhouse has not read yet (a request on its way).
+fn has_unread(socket: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(socket).peek(&mut byte), Ok(n) if n > 0)
+}
+
 /// Relays until both directions are finished, one side fails, or nothing moves for `idle`.
+/// With `follow`, tracks the HTTP/1.1 framing and ends at an idle point once `state` says its
+/// server takes no new connections (or the worker is stopping).
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     idle: Duration,
-    metrics: &ServerMetrics,
+    state: &ServerState,
+    follow: bool,
 ) -> Outcome {
+    let metrics = &state.metrics;
     let (mut client_read, mut client_write) = client.split();
     let (mut server_read, mut server_write) = server.split();
     let mut up = Pump::default();
     let mut down = Pump::default();
+    let mut followed = follow.then(Followed::new);
+    if !follow {
+        metrics.byte_relays.inc();
+    }
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
     let mut last_activity = Instant::now();
@@ -287,7 +393,13 @@ pub async fn relay(
         let moved = (up.total, down.total, up.done, down.done);
         let mut result = None;
         if !up.done
-            && let Poll::Ready(Err(f)) = up.poll(cx, &mut client_read, &mut server_write, down.done)
+            && let Poll::Ready(Err(f)) = up.poll(
+                cx,
+                &mut client_read,
+                &mut server_write,
+                down.done,
+                tracker(&mut followed, Direction::Up),
+            )
         {
             result = Some(match f {
                 Failed::Reader => End::ClientError,
@@ -296,7 +408,13 @@ pub async fn relay(
         }
         if result.is_none()
             && !down.done
-            && let Poll::Ready(Err(f)) = down.poll(cx, &mut server_read, &mut client_write, up.done)
+            && let Poll::Ready(Err(f)) = down.poll(
+                cx,
+                &mut server_read,
+                &mut client_write,
+                up.done,
+                tracker(&mut followed, Direction::Down),
+            )
         {
             result = Some(match f {
                 Failed::Reader => End::ServerError,
@@ -310,6 +428,30 @@ pub async fn relay(
         }
         if up.done && down.done {
             return Poll::Ready(End::Closed);
+        }
+        if let Some(f) = followed.as_mut() {
+            f.account(metrics);
+            if f.registration.is_none() {
+                f.registration = Some(Registration::new(cx.waker()));
+            }
+            let quiet = f.tracker.is_idle() && up.is_empty() && down.is_empty() && !up.done;
+            if quiet {
+                // a connection that never carried a request is only closed when stopping: its
+                // client may be sending its first request right now, and a fresh connection
+                // closed under it would be an error, not a stale pooled one
+                let reason = if idle::stopping() {
+                    Some(IdleClose::Shutdown)
+                } else if f.tracker.requests() > 0 {
+                    state.leaving()
+                } else {
+                    None
+                };
+                if let Some(r) = reason
+                    && !has_unread(client_read.as_ref())
+                {
+                    return Poll::Ready(End::IdleClose(r));
+                }
+            }
         }
         if moved != (up.total, down.total, up.done, down.done) {
             last_activity = Instant::now();
@@ -326,9 +468,14 @@ pub async fn relay(
     .await;
     up.flush_to(&metrics.sent, true);
     down.flush_to(&metrics.received, true);
+    match &followed {
+        Some(f) => f.finish(metrics),
+        None => metrics.byte_relays.dec(),
+    }
     Outcome {
         sent: up.total,
         received: down.total,
+        requests: followed.as_ref().map(|f| f.tracker.requests()),
         end,
     }
 }

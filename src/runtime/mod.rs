@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::resolve::prepare;
 use crate::server::Health;
-use crate::state::{self, LastReload, Shared};
+use crate::state::{self, LastReload, Running, Shared};
 use crate::words;
 use workers::{HEARTBEAT, Workers};
 
@@ -280,17 +280,32 @@ impl Control {
         let new = state::rebuild(&old, discovered, &self.shared.metrics, &self.shared.changes);
         self.supervisor.apply(check_plans(&new.backends));
         self.shared.running.store(Arc::new(new));
-        state::forget_removed(&old, &self.shared.running.load(), &self.shared.metrics);
+        self.retire(&old);
         self.refresh_status();
+    }
+
+    /// After a swap: the servers of `old` that the new snapshot no longer has lose their metric
+    /// series, and their keep-alive connections close at their next idle point.
+    fn retire(&self, old: &Running) {
+        let new = self.shared.running.load();
+        state::forget_removed(old, &new, &self.shared.metrics);
+        if state::mark_removed(old, &new) {
+            self.workers.wake_idle();
+        }
     }
 
     /// Brings the backend gauges and the STATUS line up to date; sends the line if it changed.
     fn refresh_status(&mut self) -> String {
         let running = self.shared.running.load();
+        let mut leaving = false;
         for b in &running.backends {
             if let Some(change) = b.refresh() {
                 log_fail_open(b, &change);
             }
+            leaving |= b.mark_leaving();
+        }
+        if leaving {
+            self.workers.wake_idle();
         }
         let status = words::status_line(
             running.routes.len(),
@@ -325,6 +340,8 @@ impl Control {
         );
         tracing::info!(open_connections = open, grace = %humantime::format_duration(grace), "stopping");
         self.notifier.stopping(&status);
+        // keep-alive connections idle now close at once, busy ones after their response
+        self.workers.close_at_idle();
         self.supervisor.shutdown().await;
         self.discoverers.shutdown().await;
         tokio::select! {

@@ -128,7 +128,7 @@ impl Control {
                 tracing::info!(bind = %key, "stopped listening; open connections continue");
             }
         }
-        state::forget_removed(&old, &self.shared.running.load(), &self.shared.metrics);
+        self.retire(&old);
         Ok(())
     }
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::proxy;
+
 /// The longest time between two heartbeats of a worker.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -81,6 +83,22 @@ impl Workers {
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Wakes every worker's followed connections, so that those whose server takes no new
+    /// connections close at their idle point.
+    pub fn wake_idle(&self) {
+        for h in &self.handles {
+            h.spawn(async { proxy::wake_idle_connections() });
+        }
+    }
+
+    /// From now on every worker's followed connections close at their next idle point (those
+    /// idle now at once): roundhouse is stopping.
+    pub fn close_at_idle(&self) {
+        for h in &self.handles {
+            h.spawn(async { proxy::stop_idle_connections() });
+        }
     }
 
     /// Stops every worker; connections still open are closed.

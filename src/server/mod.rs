@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use tokio::sync::Notify;
 
 use crate::config::Name;
-use crate::metrics::ServerMetrics;
+use crate::metrics::{IdleClose, ServerMetrics};
 use crate::nodes::{NodeId, NodeInfo};
 
 pub use health::{ClusterView, FailureKind, Health, Observation, Tracker, Transition};
@@ -88,6 +88,9 @@ pub struct ServerState {
     /// Client connections given to this server and not yet closed, counted from the moment it is
     /// picked (for least connections, across all worker threads).
     pub in_use: AtomicUsize,
+    /// Why the server takes no new connections (an [`IdleClose`] as u8), 0 while it does: its
+    /// followed connections close at their next idle point.
+    leaving: AtomicU8,
 }
 
 impl ServerState {
@@ -110,6 +113,7 @@ impl ServerState {
             exclusion: Mutex::new(None),
             node: Mutex::new(None),
             in_use: AtomicUsize::new(0),
+            leaving: AtomicU8::new(0),
         };
         s.publish_state();
         s
@@ -194,6 +198,20 @@ impl ServerState {
         *current = reason;
         drop(current);
         self.publish_state();
+    }
+
+    /// Why the server takes no new connections, if it does not (read by its connections at
+    /// each idle point: one relaxed load).
+    pub fn leaving(&self) -> Option<IdleClose> {
+        IdleClose::from_u8(self.leaving.load(Ordering::Relaxed))
+    }
+
+    /// Records whether the server takes new connections; true when it has just stopped (its idle
+    /// connections must then be woken to close).
+    pub fn set_leaving(&self, reason: Option<IdleClose>) -> bool {
+        let new = reason.map_or(0, |r| r as u8);
+        let old = self.leaving.swap(new, Ordering::Relaxed);
+        old != new && new != 0
     }
 
     /// Counts a client connection given to this server, until the guard is dropped.

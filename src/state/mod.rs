@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 
 pub use listener::ListenerState;
-pub use running::{Discovered, Route, Running, build, forget_removed, rebuild};
+pub use running::{Discovered, Route, Running, build, forget_removed, mark_removed, rebuild};
 
 /// What every part of the process shares: the current snapshot and process-wide handles.
 pub struct Shared {

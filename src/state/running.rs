@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::listener::ListenerState;
 use crate::backend::{Backend, BackendState, Member, Server, Source};
 use crate::config::{BackendConfig, Config, HostPort, Name, ServerConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{IdleClose, Metrics};
 use crate::resolve::Prepared;
 use crate::server::{AdminState, Identity, ServerKey, ServerState};
 
@@ -249,6 +249,23 @@ fn discovered_server(
         source: Source::Discovered(m.clone()),
         state: old.server(key, metrics, changes),
     })
+}
+
+/// Marks the servers of `old` that `new` no longer has as removed, so that their keep-alive
+/// connections close at their next idle point; true when there was one.
+pub fn mark_removed(old: &Running, new: &Running) -> bool {
+    let mut any = false;
+    for s in old.backends.iter().flat_map(|b| &b.servers) {
+        let stays = new
+            .backends
+            .iter()
+            .flat_map(|b| &b.servers)
+            .any(|n| Arc::ptr_eq(&n.state, &s.state));
+        if !stays {
+            any |= s.state.set_leaving(Some(IdleClose::Removed));
+        }
+    }
+    any
 }
 
 /// Removes from the exported metrics what `old` had and `new` no longer has.

@@ -21,15 +21,16 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend named `name` with an Elasticsearch check every 200ms (rise 2, fall 2).
+    /// A backend named `name` with an Elasticsearch check every 500ms with a 500ms timeout (rise
+    /// 2, fall 2): a check on a machine kept busy by other tests still answers in time.
     pub fn new(name: &str) -> Backend {
         Backend {
             name: name.into(),
             servers: Vec::new(),
             health_check: vec![
                 "type: elasticsearch".into(),
-                "interval: 200ms".into(),
-                "timeout: 200ms".into(),
+                "interval: 500ms".into(),
+                "timeout: 500ms".into(),
                 "rise: 2".into(),
                 "fall: 2".into(),
             ],

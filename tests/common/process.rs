@@ -96,46 +96,75 @@ impl Lines {
     }
 }
 
-/// A notify socket that records every datagram, like systemd's.
+/// A notify socket that records every datagram, like systemd's: a task reads it all the time,
+/// so roundhouse never waits for room in it and no message is lost however slowly a test looks.
 pub struct NotifySocket {
     pub path: PathBuf,
-    socket: UnixDatagram,
-    pub messages: Vec<String>,
+    received: Arc<Mutex<Vec<String>>>,
+    added: Arc<Notify>,
+    /// Messages before this one are forgotten (see [`NotifySocket::clear`]).
+    from: usize,
+    /// Messages before this one have been looked at: up to the last one a wait returned.
+    seen: usize,
 }
 
 impl NotifySocket {
     pub fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let added = Arc::new(Notify::new());
+        let (r, a) = (received.clone(), added.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf).await {
+                r.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                a.notify_waiters();
+            }
+        });
         NotifySocket {
             path,
-            socket,
-            messages: Vec::new(),
+            received,
+            added,
+            from: 0,
+            seen: 0,
         }
     }
 
-    /// Waits for a message containing every needle (messages seen before count too).
+    /// The messages received since the last [`NotifySocket::clear`], in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.received.lock().unwrap()[self.from..].to_vec()
+    }
+
+    /// Forgets the messages a wait has looked at: from now on only the messages after the last
+    /// one a wait returned count (as with systemd's queue, what the test has not read yet is
+    /// still there to be read).
+    pub fn clear(&mut self) {
+        self.from = self.seen;
+    }
+
+    /// Waits for a message containing every needle (messages since the last clear count too).
     pub async fn wait_for(&mut self, needles: &[&str], timeout: Duration) -> String {
         let found = |m: &String| needles.iter().all(|n| m.contains(n));
-        if let Some(m) = self.messages.iter().find(|m| found(m)) {
-            return m.clone();
-        }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut buf = vec![0u8; 4096];
         loop {
-            match tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
-                Ok(Ok(n)) => {
-                    let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    self.messages.push(m.clone());
-                    if found(&m) {
-                        return m;
-                    }
-                }
-                Ok(Err(e)) => panic!("notify socket: {e}"),
-                Err(_) => panic!(
-                    "no notify message with {needles:?} within {timeout:?}; got {:#?}",
-                    self.messages
-                ),
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            let found_at = self.messages().into_iter().position(|m| found(&m));
+            if let Some(i) = found_at {
+                self.seen = self.seen.max(self.from + i + 1);
+                return self.messages().swap_remove(i);
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                panic!(
+                    "no notify message with {needles:?} within {timeout:?}; got {:#?} (all: {:#?}, from {})",
+                    self.messages(),
+                    self.received.lock().unwrap(),
+                    self.from
+                );
             }
         }
     }
@@ -143,7 +172,7 @@ impl NotifySocket {
     /// Waits for the next message with a STATUS= line containing every needle; returns the
     /// status text. Only messages that arrive from now on count.
     pub async fn wait_status(&mut self, needles: &[&str], timeout: Duration) -> String {
-        self.messages.clear();
+        self.clear();
         self.wait_for_status(needles, timeout).await
     }
 
@@ -155,20 +184,9 @@ impl NotifySocket {
         status_of(&m).to_owned()
     }
 
-    /// Reads every message already waiting, without waiting for more. A test that makes
-    /// roundhouse send many (a state change each) calls it now and then: a full socket blocks
-    /// the sender, as a stalled systemd would.
-    pub fn drain(&mut self) {
-        let mut buf = vec![0u8; 4096];
-        while let Ok(n) = self.socket.try_recv(&mut buf) {
-            self.messages
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-
     /// The last STATUS= seen.
     pub fn last_status(&self) -> Option<String> {
-        self.messages.iter().rev().find_map(|m| {
+        self.messages().iter().rev().find_map(|m| {
             m.lines()
                 .find_map(|l| l.strip_prefix("STATUS="))
                 .map(str::to_owned)
@@ -288,7 +306,7 @@ impl Roundhouse {
     /// `RELOADING=1` ... `READY=1`, in that order); returns the `READY=1` message.
     pub async fn reload(&mut self, yaml: &str) -> String {
         self.write_config(yaml);
-        self.notify.messages.clear();
+        self.notify.clear();
         self.signal(libc::SIGHUP);
         self.notify
             .wait_for(&["RELOADING=1", "MONOTONIC_USEC="], Duration::from_secs(5))
@@ -297,11 +315,11 @@ impl Roundhouse {
             .notify
             .wait_for(&["READY=1"], Duration::from_secs(5))
             .await;
-        let position = |needle: &str| self.notify.messages.iter().position(|m| m.contains(needle));
+        let messages = self.notify.messages();
+        let position = |needle: &str| messages.iter().position(|m| m.contains(needle));
         assert!(
             position("RELOADING=1") < position("READY=1"),
-            "RELOADING=1 comes before READY=1: {:?}",
-            self.notify.messages
+            "RELOADING=1 comes before READY=1: {messages:?}"
         );
         ready
     }
