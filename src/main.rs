@@ -54,14 +54,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Take a server out of rotation: no new connections, open ones finish.
+    /// Take a server out of rotation: no new connections; keep-alive connections close between two
+    /// requests (Elasticsearch backends), others when they end.
     Drain {
         /// The backend and the server, as named in the configuration.
         backend: String,
         server: String,
         #[command(flatten)]
         admin: AdminArgs,
-        /// Wait until the server has no open connection (or the timeout passes).
+        /// Wait until the server has no open connection, so no request in flight (or the timeout
+        /// passes).
         #[arg(long)]
         wait: bool,
         /// How long --wait waits at most.
@@ -158,8 +160,12 @@ fn main() -> ExitCode {
             let changed = ep.change(&backend, &server, "drain").await?;
             let mut out = describe_change(&changed);
             if wait {
+                let started = std::time::Instant::now();
                 ep.wait_drained(&backend, &server, timeout).await?;
-                out.push_str(&format!("\n{backend}/{server} has no open connection left"));
+                out.push_str(&format!(
+                    "\n{backend}/{server} has no open connection left (after {:.1}s)",
+                    started.elapsed().as_secs_f64()
+                ));
             }
             Ok(out)
         }),

@@ -146,7 +146,9 @@ impl Endpoint {
                     waited: timeout,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // keep-alive connections close within milliseconds of their last response: look
+            // often enough to say so when it happens
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
