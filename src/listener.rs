@@ -30,11 +30,12 @@ pub struct Bound {
 }
 
 /// Binds `addr` once per worker. Fails, naming the cause, if the address is taken by anyone,
-/// including another process that also uses `SO_REUSEPORT`.
-pub fn bind(addr: SocketAddr, copies: usize) -> io::Result<Bound> {
+/// including another process that also uses `SO_REUSEPORT`. With `freebind`, an address this
+/// host does not hold (yet) is bound all the same.
+pub fn bind(addr: SocketAddr, copies: usize, freebind: bool) -> io::Result<Bound> {
     // A plain bind first: it fails when the address is in use, where a SO_REUSEPORT bind would
     // silently share the port with whoever holds it (for example a second roundhouse).
-    let probe = socket(addr, false)?;
+    let probe = socket(addr, false, freebind)?;
     probe.bind(&addr.into())?;
     let local = probe
         .local_addr()?
@@ -43,7 +44,7 @@ pub fn bind(addr: SocketAddr, copies: usize) -> io::Result<Bound> {
     drop(probe);
     let mut sockets = Vec::with_capacity(copies);
     for _ in 0..copies.max(1) {
-        let s = socket(local, true)?;
+        let s = socket(local, true, freebind)?;
         s.bind(&local.into())?;
         s.listen(BACKLOG)?;
         sockets.push(s.into());
@@ -51,8 +52,15 @@ pub fn bind(addr: SocketAddr, copies: usize) -> io::Result<Bound> {
     Ok(Bound { local, sockets })
 }
 
-fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+fn socket(addr: SocketAddr, reuse_port: bool, freebind: bool) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if freebind {
+        if addr.is_ipv6() {
+            s.set_freebind_v6(true)?;
+        } else {
+            s.set_freebind_v4(true)?;
+        }
+    }
     s.set_reuse_address(true)?;
     // Accepted sockets inherit TCP_NODELAY from the listening socket on Linux: one system call
     // here instead of one per client connection.
@@ -66,6 +74,15 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     s.set_nonblocking(true)?;
     Ok(s)
 }
+
+/// True when a bind failed because this host does not hold the address (and `freebind` was
+/// not asked for).
+pub fn is_not_local(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+}
+
+/// What to do about an address this host does not hold, in words.
+pub const NOT_LOCAL_HELP: &str = "this host does not hold that address (yet). To listen on an address it may hold later (a virtual IP that keepalived moves here), set freebind: true on the listener, or net.ipv4.ip_nonlocal_bind=1 for the whole host";
 
 /// The running accept loops of one listener address.
 pub struct Accepting {

@@ -223,6 +223,9 @@ fn check(path: &Path) -> i32 {
                 None => String::new(),
             };
             print!("{}", config::summary(&prepared.config, &resolved));
+            for w in prepared.address_warnings() {
+                logging::print_error(&w);
+            }
             0
         }
         Err(errors) => {

@@ -18,6 +18,30 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Listeners whose address this host does not hold right now, in words: with `freebind` a
+    /// note (fine for a backup balancer), without it a warning that `run` will refuse.
+    pub fn address_warnings(&self) -> Vec<String> {
+        self.config
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !holds(l.bind.ip()))
+            .map(|(i, l)| {
+                if l.freebind {
+                    format!(
+                        "note: listeners[{i}].bind: this host does not hold {} now; freebind: true lets roundhouse listen on it anyway (it serves once the address arrives)",
+                        l.bind.ip()
+                    )
+                } else {
+                    format!(
+                        "warning: listeners[{i}].bind: this host does not hold {}: `roundhouse run` will refuse to start (exit 78) unless the listener says freebind: true or the host sets net.ipv4.ip_nonlocal_bind=1",
+                        l.bind.ip()
+                    )
+                }
+            })
+            .collect()
+    }
+
     /// Where a server resolved to.
     pub fn addr(&self, backend: &str, server: &str) -> Option<SocketAddr> {
         self.addrs
@@ -81,4 +105,12 @@ pub async fn prepare(path: &Path) -> Result<Prepared, ConfigErrors> {
         return Err(ConfigErrors(errors));
     }
     Ok(Prepared { config, addrs })
+}
+
+/// True when this host holds `ip` now: a bind on it works (the unspecified address, `0.0.0.0`
+/// or `::`, is everyone's; with `net.ipv4.ip_nonlocal_bind=1` every address is).
+fn holds(ip: std::net::IpAddr) -> bool {
+    ip.is_unspecified()
+        || !std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
 }

@@ -69,6 +69,9 @@ pub struct ListenerConfig {
     pub backend: Name,
     /// Clients beyond this many open connections are refused (and counted); `None`: no limit.
     pub max_connections: Option<usize>,
+    /// Listen even while this host does not hold the address (`IP_FREEBIND`): a backup balancer
+    /// listening on a virtual address that keepalived moves to it only when it takes over.
+    pub freebind: bool,
 }
 
 /// A named group of servers with one health check and one set of timeouts.

@@ -46,6 +46,7 @@ pub struct RawListener {
     pub bind: Option<String>,
     pub backend: Option<String>,
     pub max_connections: Option<u64>,
+    pub freebind: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

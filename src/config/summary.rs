@@ -35,9 +35,14 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
             .map_or("no connection limit".to_owned(), |m| {
                 format!("at most {m} connections")
             });
+        let freebind = if l.freebind {
+            ", freebind: listens even before this host holds the address"
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
-            "  {:<12} {:<22} -> backend {} ({limit})",
+            "  {:<12} {:<22} -> backend {} ({limit}{freebind})",
             l.name, l.bind, l.backend
         );
     }

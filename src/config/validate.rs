@@ -322,6 +322,7 @@ impl Validator<'_> {
                     bind,
                     backend,
                     max_connections,
+                    freebind: l.freebind.unwrap_or(false),
                 });
             }
         }

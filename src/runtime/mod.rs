@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
 use crate::backend::{Backend, FailOpenChange, Source, StopReason};
-use crate::config::{ConfigErrors, Name};
+use crate::config::{ConfigError, ConfigErrors, Name};
 use crate::discovery::{self, Discoverers};
 use crate::health::{CheckPlan, CheckTarget, Supervisor};
 use crate::listener::{self, Accepting};
@@ -151,19 +151,30 @@ impl Control {
             Err(e) => return Err((notifier, StartupError::Workers(e).into())),
         };
         let mut bound = HashMap::new();
-        for l in &prepared.config.listeners {
-            match listener::bind(l.bind, workers.handles().len()) {
+        for (i, l) in prepared.config.listeners.iter().enumerate() {
+            match listener::bind(l.bind, workers.handles().len(), l.freebind) {
                 Ok(b) => {
                     bound.insert(l.bind, b);
                 }
                 Err(source) => {
                     workers.stop();
-                    let e = StartupError::Bind {
-                        listener: l.name.clone(),
-                        addr: l.bind,
-                        source,
+                    // An address the host does not hold is the file's to fix (or the host's
+                    // sysctl): a configuration problem, which systemd does not restart in a loop.
+                    let e = if listener::is_not_local(&source) {
+                        RunError::Config(ConfigErrors(vec![not_local(
+                            &prepared.config.source,
+                            i,
+                            l.bind,
+                        )]))
+                    } else {
+                        StartupError::Bind {
+                            listener: l.name.clone(),
+                            addr: l.bind,
+                            source,
+                        }
+                        .into()
                     };
-                    return Err((notifier, e.into()));
+                    return Err((notifier, e));
                 }
             }
         }
@@ -377,6 +388,15 @@ fn start_listener(
     let name = running.routes.get(&key).map(|r| r.listener.name.clone());
     tracing::info!(listener = %name.as_deref().unwrap_or("?"), bind = %key, addr = %bound.local, "listening");
     listener::start(bound, key, workers.handles(), shared)
+}
+
+/// The error for listener `i`, whose address `bind` this host does not hold.
+fn not_local(file: &Path, i: usize, bind: SocketAddr) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_owned(),
+        path: format!("listeners[{i}].bind"),
+        message: format!("cannot bind {bind}: {}", listener::NOT_LOCAL_HELP),
+    }
 }
 
 /// Says once, at warning level, that a backend started or stopped failing open, and why.

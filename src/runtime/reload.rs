@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Control, check_plans, first_round, start_listener};
+use super::{Control, check_plans, first_round, not_local, start_listener};
 use crate::admin;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::listener;
@@ -64,11 +64,15 @@ impl Control {
             if self.listeners.contains_key(&l.bind) {
                 continue;
             }
-            let b = listener::bind(l.bind, old_workers).map_err(|e| {
-                ConfigErrors(vec![ConfigError::Invalid {
-                    file: self.path.clone(),
-                    path: format!("listeners[{i}].bind"),
-                    message: format!("cannot bind {}: {e}", l.bind),
+            let b = listener::bind(l.bind, old_workers, l.freebind).map_err(|e| {
+                ConfigErrors(vec![if listener::is_not_local(&e) {
+                    not_local(&self.path, i, l.bind)
+                } else {
+                    ConfigError::Invalid {
+                        file: self.path.clone(),
+                        path: format!("listeners[{i}].bind"),
+                        message: format!("cannot bind {}: {e}", l.bind),
+                    }
                 }])
             })?;
             fresh.insert(l.bind, b);
