@@ -555,6 +555,20 @@ async fn itself(node: &Node) -> (String, serde_json::Value) {
     (id.clone(), entry.clone())
 }
 
+/// How backend `es`'s last discovery refresh went, once there was one.
+async fn last_refresh(rh: &Roundhouse) -> serde_json::Value {
+    let deadline = Instant::now() + NOTICE;
+    loop {
+        let st = status(rh.admin().await).await;
+        let last = &st["backends"][0]["discovery"]["last_refresh"];
+        if !last.is_null() {
+            return last.clone();
+        }
+        assert!(Instant::now() < deadline, "no discovery refresh: {st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The log line that says `node` joined, once there is one.
 async fn joined(rh: &Roundhouse, node: &str) -> String {
     rh.stderr
@@ -674,6 +688,23 @@ async fn discovery_from_one_seed_finds_the_data_nodes_and_spreads_clients_over_t
         ),
         2.0
     );
+
+    // Seeded with the dedicated manager alone (operators often list the managers): it is asked,
+    // never given a client, and the three data nodes are found through it.
+    let mut rh = serve(discovering(&[cluster.node("m1")], 3)).await;
+    rh.notify
+        .wait_for_status(
+            &[
+                "serving 1 listener; es: 3/3 servers up, 1 excluded by roles \
+               (m1: dedicated cluster-manager node: not a client entry point)",
+            ],
+            NOTICE,
+        )
+        .await;
+    let addr = rh.listener("es").await;
+    assert_served_by(addr, 9, &["n1", "n2", "n3"]).await;
+    assert_eq!(connections(&rh, "m1").await, 0.0);
+    assert_eq!(last_refresh(&rh).await["source"], "m1");
 }
 
 #[tokio::test]
@@ -966,13 +997,42 @@ async fn an_isolated_node_listed_as_a_seed_never_changes_the_server_set() {
         server_set(&st),
         set_of(&[("n1", "configured"), ("n4", "configured")])
     );
-    let d = &st["backends"][0]["discovery"]["last_refresh"];
+    let d = &last_refresh(&rh).await;
     assert_eq!(d["result"], "no_source", "{d:#}");
     assert_closed_at_once(rh.listener("es").await).await;
     eprintln!(
         "only the isolated seed answers: {alone}; discovery: {}; log: {refused}",
         d["reason"]
     );
+
+    // Without min_nodes the isolated node passes the judgement: it is asked, and its answer
+    // (itself, a seed) adds nothing, but it serves every client. min_nodes is what stops it.
+    let trusting = Backend::new("es")
+        .server("n4", lone.http)
+        .server("n1", cluster.node("n1").http)
+        .check("interval", "1s")
+        .check("timeout", "1s")
+        .check("cluster_name", "prod")
+        .with("discovery", "{ type: elasticsearch, interval: 1s }");
+    let mut unguarded = serve(trusting).await;
+    let line = unguarded
+        .notify
+        .wait_for_status(&["DEGRADED: es: 1/2 servers up (n1: "], NOTICE)
+        .await;
+    let last = last_refresh(&unguarded).await;
+    assert_eq!(
+        (&last["source"], &last["nodes"]),
+        (&"n4".into(), &1.into()),
+        "{last:#}"
+    );
+    let st = status(unguarded.admin().await).await;
+    assert_eq!(
+        server_set(&st),
+        set_of(&[("n1", "configured"), ("n4", "configured")])
+    );
+    assert_served_by(unguarded.listener("es").await, 4, &["n4"]).await;
+    eprintln!("the same without min_nodes: {line}; every client goes to the isolated n4");
+    drop(unguarded);
 
     // The real seed answers again: the cluster is found through it, never through n4.
     cluster.node("n1").thaw();
