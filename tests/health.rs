@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use roundhouse::config::ClusterStatus;
-use roundhouse::demo::Behaviour;
+use roundhouse::demo::{Behaviour, Peer, node_id};
 
 /// Starts roundhouse over three nodes with `backend`'s checks; es-2 is then broken with `breaks`,
 /// must leave rotation with `reason`, and must come back when `heals` is applied.
@@ -193,6 +193,43 @@ async fn refused_connection_fails_the_check_and_a_restarted_node_returns() {
     rh.notify
         .wait_status(&["serving 1 listener; es: 3/3 servers up"], SOON)
         .await;
+}
+
+#[tokio::test]
+async fn a_discovered_node_that_stops_is_refused_not_suspected_of_a_bad_publish_address() {
+    let seed = FakeNode::start("es-1", "prod").await.expect("start es-1");
+    let es2 = FakeNode::start("es-2", "prod").await.expect("start es-2");
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let es3 = Peer {
+        id: node_id("es-3"),
+        name: "es-3".into(),
+        roles: vec!["data".into()],
+        publish: Some(nobody.to_string()),
+    };
+    seed.set(|b| b.peers = vec![es2.as_peer(), es3]);
+    let es = Backend::new("es")
+        .server("es-1", seed.addr())
+        .check("cluster_name", "prod")
+        .with("discovery", "{ type: elasticsearch, interval: 200ms }");
+    let mut rh = serve(es).await;
+    // never reached at its address: the hint fits
+    let es3_why = format!(
+        "es-3: publishes {nobody}, which does not answer (connection refused; a \
+         container-internal address? set http.publish_host on the node)"
+    );
+    rh.notify
+        .wait_for_status(&["DEGRADED: es: 2/3 servers up (", &es3_why], SOON)
+        .await;
+
+    // answered at its address, then stopped: it is refused, nothing more
+    es2.stop().await;
+    let status = rh.notify.wait_status(&["1/3 servers up"], SOON).await;
+    assert_eq!(
+        status,
+        format!("DEGRADED: es: 1/3 servers up (es-2: connection refused; {es3_why})")
+    );
 }
 
 #[tokio::test]

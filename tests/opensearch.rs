@@ -177,6 +177,7 @@ async fn a_node_stuck_in_discovery_stays_out() {
         transport_port: free_port(),
         seeds: vec![free_port()],
         initial_managers: Vec::new(),
+        settings: Vec::new(),
     })
     .await;
     let (code, seen) = call(stuck.http, "GET", "/_cluster/health?local=true", None).await;
@@ -494,4 +495,624 @@ async fn a_real_client_loses_nothing_while_a_node_dies_and_roundhouse_reloads() 
     ok(addr, "POST", "/docs/_refresh", None).await;
     let count = ok(addr, "GET", "/docs/_count", None).await;
     assert_eq!(count["count"], DOCS, "{count}");
+}
+
+// Issue 13: the cluster, not just the list. Node roles learned by the checks, discovery from
+// seeds, nodes joining, leaving, moving; the isolated node and the unreachable publish address.
+
+/// A dedicated cluster manager (`node.roles=cluster_manager`) beside three data nodes (default
+/// roles), all of cluster `prod`.
+async fn three_data_nodes_and_a_manager() -> Cluster {
+    Cluster::start_nodes(
+        "prod",
+        &[
+            ("n1", &[]),
+            ("n2", &[]),
+            ("n3", &[]),
+            ("m1", &["node.roles=cluster_manager"]),
+        ],
+    )
+    .await
+}
+
+/// `backend(seeds)` that discovers the rest of the cluster every second.
+fn discovering(seeds: &[&Node], forget_after: u32) -> Backend {
+    backend(seeds).with(
+        "discovery",
+        &format!("{{ type: elasticsearch, interval: 1s, forget_after: {forget_after} }}"),
+    )
+}
+
+/// The servers `/status` lists for backend `es`, with where each came from.
+fn server_set(st: &serde_json::Value) -> Vec<(String, String)> {
+    let mut set: Vec<(String, String)> = st["backends"][0]["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("source"))
+        })
+        .collect();
+    set.sort();
+    set
+}
+
+fn set_of(servers: &[(&str, &str)]) -> Vec<(String, String)> {
+    servers
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+/// What a node says about itself (`GET /_nodes/_local/http`): its id and the node entry.
+async fn itself(node: &Node) -> (String, serde_json::Value) {
+    let answer = ok(node.http, "GET", "/_nodes/_local/http", None).await;
+    let (id, entry) = answer["nodes"]
+        .as_object()
+        .and_then(|m| m.iter().next())
+        .unwrap_or_else(|| panic!("no node in {answer}"));
+    (id.clone(), entry.clone())
+}
+
+/// How backend `es`'s last discovery refresh went, once there was one.
+async fn last_refresh(rh: &Roundhouse) -> serde_json::Value {
+    let deadline = Instant::now() + NOTICE;
+    loop {
+        let st = status(rh.admin().await).await;
+        let last = &st["backends"][0]["discovery"]["last_refresh"];
+        if !last.is_null() {
+            return last.clone();
+        }
+        assert!(Instant::now() < deadline, "no discovery refresh: {st:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log line that says `node` joined, once there is one.
+async fn joined(rh: &Roundhouse, node: &str) -> String {
+    rh.stderr
+        .wait_for(&[&format!("node {node} (id "), ") joined at "], NOTICE)
+        .await
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_dedicated_cluster_manager_never_gets_a_client_unless_the_roles_filter_is_off() {
+    let _turn = take_turn().await;
+    let cluster = three_data_nodes_and_a_manager().await;
+    let (_, m1) = itself(cluster.node("m1")).await;
+    assert_eq!(m1["roles"], serde_json::json!(["cluster_manager"]), "{m1}");
+
+    let mut rh = front(
+        backend(&all(&cluster)),
+        "serving 1 listener; es: 3/3 servers up, 1 excluded by roles \
+         (m1: dedicated cluster-manager node: not a client entry point)",
+    )
+    .await;
+    let addr = rh.listener("es").await;
+    assert_served_by(addr, 12, &["n1", "n2", "n3"]).await;
+    assert_eq!(connections(&rh, "m1").await, 0.0);
+    let st = status(rh.admin().await).await;
+    let s = server(&st, "es", "m1");
+    assert_eq!(s["state"], "excluded", "{s:#}");
+    assert_eq!(
+        s["reason"],
+        "dedicated cluster-manager node: not a client entry point"
+    );
+    assert_eq!(s["node"]["roles"], serde_json::json!(["cluster_manager"]));
+    assert_eq!(s["receiving_traffic"], false);
+    assert_eq!(st["backends"][0]["servers_excluded"], 1);
+
+    // the operator turns the filter off: the manager takes its share like any node
+    let off = ConfigBuilder::new()
+        .listener("es", "es")
+        .backend(backend(&all(&cluster)).with("roles", "{ exclude_dedicated_masters: false }"))
+        .yaml();
+    rh.reload(&off).await;
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 4/4 servers up"], NOTICE)
+        .await;
+    let counts = tally(&names(addr, 12).await);
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [
+            ("m1".into(), 3),
+            ("n1".into(), 3),
+            ("n2".into(), 3),
+            ("n3".into(), 3)
+        ]
+    );
+    assert_eq!(connections(&rh, "m1").await, 3.0);
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn discovery_from_one_seed_finds_the_data_nodes_and_spreads_clients_over_them_only() {
+    let _turn = take_turn().await;
+    let cluster = three_data_nodes_and_a_manager().await;
+    let started = Instant::now();
+    let mut rh = serve(discovering(&[cluster.node("n1")], 3)).await;
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 3/3 servers up"], NOTICE)
+        .await;
+    eprintln!(
+        "one seed, discovery every 1s: all three data nodes in rotation {:?} after roundhouse started",
+        started.elapsed()
+    );
+    for node in ["n2", "n3"] {
+        let (id, _) = itself(cluster.node(node)).await;
+        let line = joined(&rh, node).await;
+        let at = cluster.node(node).http;
+        assert!(
+            line.contains(&format!("node {node} (id {id}) joined at {at}")),
+            "{line}"
+        );
+    }
+    let m1 = rh
+        .stderr
+        .wait_for(&["node m1 is not a server of this backend"], NOTICE)
+        .await;
+    assert!(
+        m1.contains("dedicated cluster-manager node: not a client entry point"),
+        "{m1}"
+    );
+
+    let addr = rh.listener("es").await;
+    let counts = tally(&names(addr, 9).await);
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("n1".into(), 3), ("n2".into(), 3), ("n3".into(), 3)]
+    );
+    let st = status(rh.admin().await).await;
+    assert_eq!(
+        server_set(&st),
+        set_of(&[
+            ("n1", "configured"),
+            ("n2", "discovered"),
+            ("n3", "discovered")
+        ])
+    );
+    let d = &st["backends"][0]["discovery"];
+    assert_eq!(d["servers_discovered"], 2, "{d:#}");
+    assert_eq!(d["last_refresh"]["nodes"], 4, "{d:#}");
+    let (n2, _) = itself(cluster.node("n2")).await;
+    assert_eq!(server(&st, "es", "n2")["node_id"], n2.as_str());
+    let m = Scrape::from(rh.admin().await).await;
+    let es = [("backend", "es")];
+    assert_eq!(m.get("roundhouse_discovery_servers", &es), 2.0);
+    assert_eq!(
+        m.get(
+            "roundhouse_discovery_changes_total",
+            &[("backend", "es"), ("change", "joined")]
+        ),
+        2.0
+    );
+
+    // Seeded with the dedicated manager alone (operators often list the managers): it is asked,
+    // never given a client, and the three data nodes are found through it.
+    let mut rh = serve(discovering(&[cluster.node("m1")], 3)).await;
+    rh.notify
+        .wait_for_status(
+            &[
+                "serving 1 listener; es: 3/3 servers up, 1 excluded by roles \
+               (m1: dedicated cluster-manager node: not a client entry point)",
+            ],
+            NOTICE,
+        )
+        .await;
+    let addr = rh.listener("es").await;
+    assert_served_by(addr, 9, &["n1", "n2", "n3"]).await;
+    assert_eq!(connections(&rh, "m1").await, 0.0);
+    assert_eq!(last_refresh(&rh).await["source"], "m1");
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_that_joins_the_cluster_gets_clients_without_a_reload() {
+    const INTERVAL: Duration = Duration::from_secs(1); // discovery and checks alike
+    const RISE: u32 = 2;
+    let _turn = take_turn().await;
+    let mut cluster = three_data_nodes_and_a_manager().await;
+    let mut rh = serve(discovering(&[cluster.node("n1")], 3)).await;
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 3/3 servers up"], NOTICE)
+        .await;
+    let addr = rh.listener("es").await;
+
+    // watch the cluster from n1 while the fifth node starts: when does it join?
+    let n1 = cluster.node("n1").http;
+    let membership = tokio::spawn(async move {
+        loop {
+            let (_, h) = call(n1, "GET", "/_cluster/health?local=true", None).await;
+            if h["number_of_nodes"] == 5 {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let asked = Instant::now();
+    cluster.add("n5", &[]).await;
+    let http_ready = Instant::now();
+    // a client keeps connecting through roundhouse until one reaches n5
+    let deadline = Instant::now() + NOTICE * 2;
+    let first_client = loop {
+        if node_name(addr).await.expect("request through roundhouse") == "n5" {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n5 got no client connection; roundhouse's log:\n{}",
+            rh.stderr.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let in_cluster = tokio::time::timeout(NOTICE, membership)
+        .await
+        .expect("n1 sees n5 join")
+        .expect("membership task");
+    let line = joined(&rh, "n5").await;
+    let (id, _) = itself(cluster.node("n5")).await;
+    assert!(
+        line.contains(&format!("node n5 (id {id}) joined at ")),
+        "{line}"
+    );
+    let since = |t: Instant| {
+        first_client
+            .checked_duration_since(t)
+            .map_or_else(|| "-".to_owned(), |d| format!("{d:?}"))
+    };
+    eprintln!(
+        "n5: JVM start to HTTP ready {:?}; joined the cluster {} after HTTP ready; first client \
+         connection through roundhouse {} after it joined the cluster, {} after HTTP ready",
+        http_ready - asked,
+        in_cluster
+            .checked_duration_since(http_ready)
+            .map_or_else(|| "before HTTP was ready".to_owned(), |d| format!("{d:?}")),
+        since(in_cluster),
+        since(http_ready),
+    );
+    let bound = INTERVAL + INTERVAL * RISE;
+    let joined_to_client = first_client.saturating_duration_since(in_cluster);
+    assert!(
+        joined_to_client <= bound + Duration::from_secs(2),
+        "interval + rise x check interval = {bound:?}, plus slack for a busy machine; took {joined_to_client:?}"
+    );
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 4/4 servers up"], NOTICE)
+        .await;
+    assert_served_by(addr, 8, &["n1", "n2", "n3", "n5"]).await;
+    assert_eq!(
+        rh.stderr.count("configuration reloaded"),
+        0,
+        "no reload was needed"
+    );
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_stopped_for_good_leaves_rotation_at_once_and_the_server_set_after_the_absence_rule()
+{
+    const FORGET_AFTER: u32 = 3;
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    let mut rh = serve(discovering(&[cluster.node("n1")], FORGET_AFTER)).await;
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 3/3 servers up"], NOTICE)
+        .await;
+    let addr = rh.listener("es").await;
+    let (id, _) = itself(cluster.node("n3")).await;
+
+    rh.notify.drain();
+    let n1 = cluster.node("n1").http;
+    let stopped = Instant::now();
+    cluster.node("n3").kill().await;
+    let membership = tokio::spawn(async move {
+        loop {
+            let (_, h) = call(n1, "GET", "/_cluster/health?local=true", None).await;
+            if h["number_of_nodes"] == 2 {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // `/_nodes/_all/http` asks every node: a dead one is missing from the answer at once,
+    // before the cluster drops it, so its absence is counted from its death
+    let answer = ok(n1, "GET", "/_nodes/_all/http", None).await;
+    let listed: Vec<&str> = answer["nodes"]
+        .as_object()
+        .map(|m| m.values().filter_map(|n| n["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!listed.contains(&"n3"), "{answer}");
+    let down = rh
+        .notify
+        .wait_status(&["DEGRADED: es: 2/3 servers up (n3: "], NOTICE)
+        .await;
+    let out = stopped.elapsed();
+    assert_eq!(
+        down,
+        "DEGRADED: es: 2/3 servers up (n3: connection refused)"
+    );
+    assert_served_by(addr, 6, &["n1", "n2"]).await;
+    let left = rh
+        .stderr
+        .wait_for(&[&format!("node n3 (id {id}) left the server set")], NOTICE)
+        .await;
+    let forgotten = stopped.elapsed();
+    assert!(
+        left.contains(&format!(
+            "absent from {FORGET_AFTER} answers in a row and failing its checks"
+        )),
+        "{left}"
+    );
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 2/2 servers up"], NOTICE)
+        .await;
+    let gone = tokio::time::timeout(NOTICE, membership)
+        .await
+        .expect("n1 sees n3 leave")
+        .expect("membership task")
+        - stopped;
+    eprintln!(
+        "kill -9 of discovered n3: missing from n1's /_nodes/_all/http at once ({}); out of \
+         rotation after {out:?} ({down}); out of the cluster (n1 sees 2 nodes) after {gone:?}; \
+         out of the server set after {forgotten:?}: {left}",
+        answer["_nodes"]
+    );
+    assert!(
+        out <= Duration::from_secs(4),
+        "fall 2 x 1s, with slack: {out:?}"
+    );
+    assert!(
+        forgotten >= out && forgotten >= Duration::from_secs(1) * (FORGET_AFTER - 1),
+        "left only once out of rotation, and after {FORGET_AFTER} answers without it (at least \
+         {} intervals after it died): {forgotten:?}",
+        FORGET_AFTER - 1
+    );
+    let st = status(rh.admin().await).await;
+    assert_eq!(
+        server_set(&st),
+        set_of(&[("n1", "configured"), ("n2", "discovered")])
+    );
+    let m = Scrape::from(rh.admin().await).await;
+    assert_eq!(
+        m.get(
+            "roundhouse_discovery_changes_total",
+            &[("backend", "es"), ("change", "left")]
+        ),
+        1.0
+    );
+    assert_served_by(addr, 6, &["n1", "n2"]).await;
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_restarted_on_a_new_http_port_keeps_its_name_and_counters() {
+    let _turn = take_turn().await;
+    let mut cluster = Cluster::start("prod", "n", 3).await;
+    // long enough for a JVM to restart: the node is not forgotten meanwhile
+    let mut rh = serve(discovering(&[cluster.node("n1")], 60)).await;
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 3/3 servers up"], NOTICE)
+        .await;
+    let addr = rh.listener("es").await;
+    assert_served_by(addr, 9, &["n1", "n2", "n3"]).await;
+    let before = connections(&rh, "n3").await;
+    assert_eq!(before, 3.0);
+    let (id, _) = itself(cluster.node("n3")).await;
+    let old = cluster.node("n3").http;
+
+    let new_port = free_port();
+    rh.notify.drain();
+    rh.notify.messages.clear();
+    let restarting = Instant::now();
+    cluster
+        .restart("n3", &[format!("http.port={new_port}")])
+        .await;
+    let http_ready = restarting.elapsed();
+    let n3 = cluster.node("n3");
+    assert_eq!(n3.http.port(), new_port);
+    assert_eq!(itself(n3).await.0, id, "OpenSearch kept the node id");
+    let moved = rh
+        .stderr
+        .wait_for(
+            &[&format!(
+                "node n3 (id {id}) moved from {old} to {}",
+                n3.http
+            )],
+            NOTICE,
+        )
+        .await;
+    let moved_after = restarting.elapsed();
+    rh.notify
+        .wait_for_status(&["serving 1 listener; es: 3/3 servers up"], NOTICE)
+        .await;
+    let back = restarting.elapsed();
+    eprintln!(
+        "n3 restarted from {old} to {}: HTTP ready after {http_ready:?}, moved after \
+         {moved_after:?} ({moved}), back in rotation after {back:?}; statuses meanwhile: {:?}",
+        n3.http, rh.notify.messages
+    );
+    assert_served_by(addr, 9, &["n1", "n2", "n3"]).await;
+    assert_eq!(
+        connections(&rh, "n3").await,
+        before + 3.0,
+        "counters carried"
+    );
+    let st = status(rh.admin().await).await;
+    let s = server(&st, "es", "n3");
+    assert_eq!(s["node_id"], id.as_str(), "{s:#}");
+    assert_eq!(s["resolved"], n3.http.to_string(), "{s:#}");
+    assert_eq!(s["source"], "discovered");
+    assert_eq!(
+        rh.stderr.count("joined at"),
+        2,
+        "n2 and n3 joined once each"
+    );
+    assert_eq!(rh.stderr.count("left the server set"), 0);
+    let m = Scrape::from(rh.admin().await).await;
+    assert_eq!(
+        m.get(
+            "roundhouse_discovery_changes_total",
+            &[("backend", "es"), ("change", "moved")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn an_isolated_node_listed_as_a_seed_never_changes_the_server_set() {
+    let _turn = take_turn().await;
+    let cluster = Cluster::start("prod", "n", 3).await;
+    let lone = lone_node("prod", "n4").await;
+    // what the isolated node would say if asked: a cluster `prod` of one, itself
+    let (code, its_answer) = call(lone.http, "GET", "/_nodes/_all/http", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(its_answer["cluster_name"], "prod");
+    assert_eq!(its_answer["nodes"].as_object().map(|n| n.len()), Some(1));
+
+    // The isolated node is the only seed that answers: the real seed n1 is frozen.
+    cluster.node("n1").freeze();
+    let mut rh = serve(discovering(&[&lone, cluster.node("n1")], 3)).await;
+    let alone = rh
+        .notify
+        .wait_for_status(&["DOWN: es: no healthy server"], NOTICE)
+        .await;
+    let refused = rh
+        .stderr
+        .wait_for(
+            &["discovery took no answer; the server set stays as it is"],
+            NOTICE,
+        )
+        .await;
+    assert!(
+        refused.contains(
+            "no server passes the full Elasticsearch judgement (right cluster, enough nodes, a master), so none is asked"
+        ),
+        "{refused}"
+    );
+    let st = status(rh.admin().await).await;
+    assert_eq!(
+        server_set(&st),
+        set_of(&[("n1", "configured"), ("n4", "configured")])
+    );
+    let d = &last_refresh(&rh).await;
+    assert_eq!(d["result"], "no_source", "{d:#}");
+    assert_closed_at_once(rh.listener("es").await).await;
+    eprintln!(
+        "only the isolated seed answers: {alone}; discovery: {}; log: {refused}",
+        d["reason"]
+    );
+
+    // Without min_nodes the isolated node passes the judgement: it is asked, and its answer
+    // (itself, a seed) adds nothing, but it serves every client. min_nodes is what stops it.
+    let trusting = Backend::new("es")
+        .server("n4", lone.http)
+        .server("n1", cluster.node("n1").http)
+        .check("interval", "1s")
+        .check("timeout", "1s")
+        .check("cluster_name", "prod")
+        .with("discovery", "{ type: elasticsearch, interval: 1s }");
+    let mut unguarded = serve(trusting).await;
+    let line = unguarded
+        .notify
+        .wait_for_status(&["DEGRADED: es: 1/2 servers up (n1: "], NOTICE)
+        .await;
+    let last = last_refresh(&unguarded).await;
+    assert_eq!(
+        (&last["source"], &last["nodes"]),
+        (&"n4".into(), &1.into()),
+        "{last:#}"
+    );
+    let st = status(unguarded.admin().await).await;
+    assert_eq!(
+        server_set(&st),
+        set_of(&[("n1", "configured"), ("n4", "configured")])
+    );
+    assert_served_by(unguarded.listener("es").await, 4, &["n4"]).await;
+    eprintln!("the same without min_nodes: {line}; every client goes to the isolated n4");
+    drop(unguarded);
+
+    // The real seed answers again: the cluster is found through it, never through n4.
+    cluster.node("n1").thaw();
+    rh.notify
+        .wait_for_status(
+            &["DEGRADED: es: 3/4 servers up (n4: sees 1 node, want at least 2 (isolated?))"],
+            NOTICE,
+        )
+        .await;
+    let addr = rh.listener("es").await;
+    for _ in 0..5 {
+        let st = status(rh.admin().await).await;
+        assert_eq!(
+            server_set(&st),
+            set_of(&[
+                ("n1", "configured"),
+                ("n2", "discovered"),
+                ("n3", "discovered"),
+                ("n4", "configured")
+            ])
+        );
+        let last = &st["backends"][0]["discovery"]["last_refresh"];
+        assert_ne!(last["source"], "n4", "{last:#}");
+        assert_eq!(last["nodes"], 3, "{last:#}");
+        assert_served_by(addr, 6, &["n1", "n2", "n3"]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await; // one more refresh
+    }
+    assert_eq!(connections(&rh, "n4").await, 0.0);
+    assert_eq!(rh.stderr.count("left the server set"), 0);
+}
+
+#[tokio::test]
+#[ignore = "real OpenSearch nodes: needs Java 17 and Maven; cargo test --test opensearch -- --ignored"]
+async fn a_node_that_publishes_an_address_that_does_not_answer_is_named_with_it() {
+    let _turn = take_turn().await;
+    let nobody = free_port();
+    let publish_port = format!("http.publish_port={nobody}");
+    let cluster = Cluster::start_nodes(
+        "prod",
+        &[
+            ("n1", &[]),
+            // the other form of publish address: hostname/ip:port
+            ("n2", &["http.publish_host=localhost"]),
+            ("n3", &[&publish_port]),
+        ],
+    )
+    .await;
+    let (_, n2) = itself(cluster.node("n2")).await;
+    let n2_publishes = format!("localhost/{}", cluster.node("n2").http);
+    assert_eq!(n2["http"]["publish_address"], n2_publishes.as_str(), "{n2}");
+    let published = format!("127.0.0.1:{nobody}");
+    let (_, n3) = itself(cluster.node("n3")).await;
+    assert_eq!(n3["http"]["publish_address"], published.as_str(), "{n3}");
+
+    let rh = front(
+        discovering(&[cluster.node("n1")], 3),
+        "DEGRADED: es: 2/3 servers up (n3: ",
+    )
+    .await;
+    let why = format!(
+        "publishes {published}, which does not answer (connection refused; a container-internal \
+         address? set http.publish_host on the node)"
+    );
+    assert_eq!(
+        rh.notify.last_status().unwrap(),
+        format!("DEGRADED: es: 2/3 servers up (n3: {why})")
+    );
+    let st = status(rh.admin().await).await;
+    assert_eq!(server(&st, "es", "n3")["reason"], why.as_str());
+    assert!(
+        joined(&rh, "n3")
+            .await
+            .contains(&format!("joined at {published}"))
+    );
+    assert!(
+        joined(&rh, "n2")
+            .await
+            .contains(&format!("joined at {n2_publishes}"))
+    );
+    let addr = rh.listener("es").await;
+    assert_served_by(addr, 6, &["n1", "n2"]).await;
+    assert_eq!(connections(&rh, "n3").await, 0.0);
 }

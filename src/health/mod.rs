@@ -13,6 +13,7 @@ mod probe;
 mod tls;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,8 +139,17 @@ async fn run_checker(
     let mut refused_credentials = false;
     let mut learned_at: Option<Instant> = None;
     let mut last_failed = true;
+    // Where the server last passed a check: a discovered node that stops answering where it
+    // answered before has stopped or crashed, and its reason should not suggest a publish
+    // address nobody can reach (the hint is for a node never reached there).
+    let mut passed_at: Option<SocketAddr> = None;
     loop {
-        let target = settings.borrow_and_update().clone();
+        let mut target = settings.borrow_and_update().clone();
+        if target.published.is_some() && passed_at == Some(target.addr) {
+            let mut answered = (*target).clone();
+            answered.published = None;
+            target = Arc::new(answered);
+        }
         if state.admin() != AdminState::Maint {
             let learn = target.learn_node
                 && (last_failed || learned_at.is_none_or(|t| t.elapsed() >= NODE_REFRESH));
@@ -168,6 +178,9 @@ async fn run_checker(
                 None => {}
             }
             last_failed = obs.failure.is_some();
+            if !last_failed {
+                passed_at = Some(target.addr);
+            }
             let refused = obs
                 .failure
                 .as_ref()

@@ -80,28 +80,48 @@ pub fn free_port() -> u16 {
 }
 
 /// What a node is told at start: its cluster, its name, its transport port, where to look for
-/// peers and which nodes may bootstrap the cluster.
+/// peers, which nodes may bootstrap the cluster, and any other node settings
+/// (`node.roles=cluster_manager`, `http.publish_port=9`), which come last and win.
+#[derive(Clone)]
 pub struct NodeSpec {
     pub cluster: String,
     pub name: String,
     pub transport_port: u16,
     pub seeds: Vec<u16>,
     pub initial_managers: Vec<String>,
+    pub settings: Vec<String>,
 }
 
 /// One real OpenSearch node (a JVM); killed when dropped.
 pub struct Node {
     pub name: String,
+    /// Where its HTTP port is bound (which is not what it publishes when `http.publish_port`
+    /// says otherwise).
     pub http: SocketAddr,
     pub stderr: Lines,
+    spec: NodeSpec,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Node {
     /// Starts a node and waits until its HTTP port is ready (not until it joined a cluster).
     pub async fn start(spec: NodeSpec) -> Node {
         let dir = tempfile::tempdir().expect("node dir");
+        Node::start_in(spec, dir).await
+    }
+
+    /// Kills the node (`kill -9`) and starts it again on the same data path, so it keeps its
+    /// node id, with `settings` added to the ones it had (e.g. another `http.port`).
+    pub async fn restart(mut self, settings: &[String]) -> Node {
+        self.kill().await;
+        self.child.wait().await.expect("the killed node is reaped");
+        let mut spec = self.spec.clone();
+        spec.settings.extend_from_slice(settings);
+        Node::start_in(spec, self.dir).await
+    }
+
+    async fn start_in(spec: NodeSpec, dir: tempfile::TempDir) -> Node {
         let seeds: Vec<String> = spec
             .seeds
             .iter()
@@ -130,6 +150,7 @@ impl Node {
             spec.initial_managers.join(",")
         ))
         .args(FAST_FAULT_DETECTION)
+        .args(&spec.settings)
         .current_dir(fixture())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -160,8 +181,9 @@ impl Node {
             name: spec.name.clone(),
             http,
             stderr,
+            spec,
             child,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -240,6 +262,9 @@ pub async fn ok(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) 
 
 /// Nodes of one cluster, each told of the others, bootstrapped by all of them together.
 pub struct Cluster {
+    pub name: String,
+    /// Every node's transport port: the seeds of a node that joins later.
+    ports: Vec<u16>,
     pub nodes: Vec<Node>,
 }
 
@@ -247,30 +272,82 @@ impl Cluster {
     /// Starts `n` nodes named `{prefix}1..n` of cluster `name` and waits until each sees a
     /// green cluster of `n` nodes.
     pub async fn start(name: &str, prefix: &str, n: usize) -> Cluster {
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let names: Vec<String> = (1..=n).map(|i| format!("{prefix}{i}")).collect();
-        let starting: Vec<_> = (0..n)
-            .map(|i| {
+        let nodes: Vec<(&str, &[&str])> = names.iter().map(|n| (n.as_str(), &[][..])).collect();
+        Cluster::start_nodes(name, &nodes).await
+    }
+
+    /// Starts one node per `(name, settings)` in cluster `name`, all of them initial cluster
+    /// managers (so each must be cluster-manager eligible), and waits until each sees a green
+    /// cluster of all of them.
+    pub async fn start_nodes(name: &str, nodes: &[(&str, &[&str])]) -> Cluster {
+        let ports: Vec<u16> = nodes.iter().map(|_| free_port()).collect();
+        let names: Vec<String> = nodes.iter().map(|(n, _)| n.to_string()).collect();
+        let starting: Vec<_> = nodes
+            .iter()
+            .zip(&ports)
+            .map(|((node, settings), &port)| {
                 tokio::spawn(Node::start(NodeSpec {
                     cluster: name.into(),
-                    name: names[i].clone(),
-                    transport_port: ports[i],
+                    name: node.to_string(),
+                    transport_port: port,
                     seeds: ports.clone(),
                     initial_managers: names.clone(),
+                    settings: settings.iter().map(|s| s.to_string()).collect(),
                 }))
             })
             .collect();
-        let mut nodes = Vec::new();
+        let mut cluster = Cluster {
+            name: name.into(),
+            ports,
+            nodes: Vec::new(),
+        };
         for s in starting {
-            nodes.push(s.await.expect("node start task"));
+            cluster.nodes.push(s.await.expect("node start task"));
         }
-        for node in &nodes {
+        cluster.wait_green().await;
+        cluster
+    }
+
+    /// Waits until every node sees a green cluster of all the nodes.
+    pub async fn wait_green(&self) {
+        let n = self.nodes.len();
+        for node in &self.nodes {
             node.wait_health("green with all nodes", |h| {
                 h["status"] == "green" && h["number_of_nodes"] == n
             })
             .await;
         }
-        Cluster { nodes }
+    }
+
+    /// Starts one more node that joins the running cluster (seeded with every node, bootstrapping
+    /// nothing); returns once its HTTP port is ready, which may be before it joined.
+    pub async fn add(&mut self, name: &str, settings: &[&str]) {
+        let port = free_port();
+        let node = Node::start(NodeSpec {
+            cluster: self.name.clone(),
+            name: name.into(),
+            transport_port: port,
+            seeds: self.ports.clone(),
+            initial_managers: Vec::new(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+        })
+        .await;
+        self.ports.push(port);
+        self.nodes.push(node);
+    }
+
+    /// Restarts the node named `name` (see [`Node::restart`]); returns once its HTTP port is
+    /// ready, which may be before it rejoined.
+    pub async fn restart(&mut self, name: &str, settings: &[String]) {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        let node = self.nodes.remove(i);
+        let node = node.restart(settings).await;
+        self.nodes.insert(i, node);
     }
 
     /// The node named `name`.
@@ -291,6 +368,7 @@ pub async fn lone_node(cluster: &str, name: &str) -> Node {
         transport_port: free_port(),
         seeds: Vec::new(),
         initial_managers: vec![name.into()],
+        settings: Vec::new(),
     })
     .await;
     node.wait_health("a green cluster of one", |h| {
