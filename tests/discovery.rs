@@ -1,0 +1,863 @@
+//! Node roles and discovery through the real binary, in front of fake Elasticsearch nodes that
+//! report their roles and their cluster's nodes: who gets clients and who is kept out (and
+//! why), and how the server set follows the cluster — joins, moves, leaves — without ever
+//! taking an answer it should not trust.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::scrape::{self, Scrape, find_server, status_until};
+use common::*;
+use roundhouse::demo::{Peer, node_id};
+use serde_json::Value;
+
+const MASTER_REASON: &str = "dedicated cluster-manager node: not a client entry point";
+const DATA: &[&str] = &["data", "ingest"];
+const ES: (&str, &str) = ("backend", "es");
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|r| r.to_string()).collect()
+}
+
+/// Green `prod` nodes with these names and roles.
+async fn nodes_with_roles(spec: &[(&str, &[&str])]) -> Vec<FakeNode> {
+    let mut nodes = Vec::new();
+    for (name, roles) in spec {
+        let n = FakeNode::start(name, "prod")
+            .await
+            .expect("start fake node");
+        n.set(|b| b.roles = strings(roles));
+        nodes.push(n);
+    }
+    nodes
+}
+
+/// Three data nodes, es-1 to es-3, of one cluster.
+async fn three_data_nodes() -> Vec<FakeNode> {
+    let nodes = nodes_with_roles(&[("es-1", DATA), ("es-2", DATA), ("es-3", DATA)]).await;
+    link(&nodes.iter().collect::<Vec<_>>());
+    nodes
+}
+
+/// Makes `nodes` one cluster: each sees them all and lists the others in `/_nodes/_all/http`
+/// (with their roles and publish addresses as they are now).
+fn link(nodes: &[&FakeNode]) {
+    let peers: Vec<Peer> = nodes.iter().map(|n| n.as_peer()).collect();
+    for n in nodes {
+        let others: Vec<Peer> = peers
+            .iter()
+            .filter(|p| p.name != n.name())
+            .cloned()
+            .collect();
+        n.set(|b| {
+            b.peers = others;
+            b.number_of_nodes = nodes.len() as u64;
+        });
+    }
+}
+
+/// A backend `es` that discovers from these seeds, asking every 300ms and forgetting a node that
+/// fails its checks after `forget_after` answers without it.
+fn discovering(seeds: &[&FakeNode], forget_after: u32) -> Backend {
+    seeds
+        .iter()
+        .fold(Backend::new("es"), |b, n| b.server(n.name(), n.addr()))
+        .check("cluster_name", "prod")
+        .check("min_nodes", "2")
+        .with(
+            "discovery",
+            &format!("{{ type: elasticsearch, interval: 300ms, forget_after: {forget_after} }}"),
+        )
+}
+
+fn config(backend: Backend) -> ConfigBuilder {
+    ConfigBuilder::new().listener("es", "es").backend(backend)
+}
+
+/// The log line of a node joining the server set.
+fn joined(n: &FakeNode) -> String {
+    format!(
+        "node {} (id {}) joined at {}",
+        n.name(),
+        node_id(n.name()),
+        n.addr()
+    )
+}
+
+/// Waits until the STATUS line says every one of `n` servers is up.
+async fn all_up(rh: &mut Roundhouse, n: usize) {
+    let want = format!("serving 1 listener; es: {n}/{n} servers up");
+    rh.notify.wait_for_status(&[&want], SOON).await;
+}
+
+/// An address on loopback where nothing listens.
+fn dead_address() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local address")
+}
+
+/// Returns once `node` has had `n` more health checks.
+async fn checked(node: &FakeNode, n: u64) {
+    let until = node.health_requests() + n;
+    let deadline = Instant::now() + SOON;
+    while node.health_requests() < until {
+        assert!(Instant::now() < deadline, "{} is checked", node.name());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Discovery refreshes of backend `es` so far, whatever their result.
+fn refreshes(s: &Scrape) -> f64 {
+    s.sum("roundhouse_discovery_refreshes_total", &[ES])
+}
+
+fn labels<'a>(server: &'a str) -> [(&'a str, &'a str); 2] {
+    [ES, ("server", server)]
+}
+
+// ---- roles ------------------------------------------------------------------------------------
+
+/// es-3 has `roles`, those of a dedicated master: it stays out of rotation, and says why in the
+/// STATUS line, the log, `/status` and the state metric.
+async fn a_dedicated_master_is_kept_out(roles: &[&str]) {
+    let nodes = three_nodes().await;
+    nodes[2].set(|b| b.roles = strings(roles));
+    let mut rh = serve(es_backend(&nodes)).await;
+    let status = rh
+        .notify
+        .wait_for_status(&["excluded by roles"], SOON)
+        .await;
+    assert_eq!(
+        status,
+        format!(
+            "serving 1 listener; es: 2/2 servers up, 1 excluded by roles (es-3: {MASTER_REASON})"
+        )
+    );
+    let line = rh
+        .stderr
+        .wait_for(
+            &["server kept out of rotation by its roles", "server=es-3"],
+            SOON,
+        )
+        .await;
+    assert!(line.contains(MASTER_REASON), "{line}");
+
+    let addr = rh.listener("es").await;
+    let seen = tally(&names(addr, 12).await);
+    assert_eq!(
+        seen,
+        [("es-1".to_owned(), 6), ("es-2".to_owned(), 6)].into(),
+        "no client for the dedicated master"
+    );
+
+    let admin = rh.admin().await;
+    let st = scrape::status(admin).await;
+    let es3 = scrape::server(&st, "es", "es-3");
+    assert_eq!(es3["state"], "excluded");
+    assert_eq!(
+        es3["health"], "up",
+        "it passes its checks; its roles keep it out"
+    );
+    assert_eq!(es3["reason"], MASTER_REASON);
+    assert_eq!(es3["receiving_traffic"], false);
+    assert_eq!(es3["node"]["roles"], serde_json::json!(roles));
+    assert_eq!(es3["node_id"], node_id("es-3"));
+    assert_eq!(st["backends"][0]["servers_excluded"], 1);
+
+    let s = Scrape::from(admin).await;
+    let state = |word| {
+        s.get(
+            "roundhouse_server_state",
+            &[ES, ("server", "es-3"), ("state", word)],
+        )
+    };
+    assert_eq!((state("excluded"), state("up")), (1.0, 0.0));
+    assert_eq!(
+        s.get("roundhouse_server_connections_total", &labels("es-3")),
+        0.0
+    );
+    assert_eq!(s.get("roundhouse_backend_servers_up", &[ES]), 2.0);
+}
+
+#[tokio::test]
+async fn an_elasticsearch_dedicated_master_never_gets_a_client() {
+    a_dedicated_master_is_kept_out(&["master"]).await;
+}
+
+#[tokio::test]
+async fn an_opensearch_dedicated_cluster_manager_never_gets_a_client() {
+    a_dedicated_master_is_kept_out(&["cluster_manager"]).await;
+}
+
+#[tokio::test]
+async fn a_voting_only_master_is_a_dedicated_master_too() {
+    a_dedicated_master_is_kept_out(&["master", "voting_only"]).await;
+}
+
+#[tokio::test]
+async fn with_the_filter_off_a_dedicated_master_gets_clients() {
+    let nodes = three_nodes().await;
+    nodes[2].set(|b| b.roles = strings(&["master"]));
+    let mut rh =
+        serve(es_backend(&nodes).with("roles", "{ exclude_dedicated_masters: false }")).await;
+    all_up(&mut rh, 3).await;
+    let seen = tally(&names(rh.listener("es").await, 9).await);
+    assert_eq!(seen.get("es-3"), Some(&3), "{seen:?}");
+    let st = scrape::status(rh.admin().await).await;
+    assert_eq!(scrape::server(&st, "es", "es-3")["state"], "up");
+    assert_eq!(st["backends"][0]["servers_excluded"], 0);
+}
+
+#[tokio::test]
+async fn required_roles_keep_out_a_node_without_them() {
+    let nodes = three_nodes().await;
+    nodes[2].set(|b| b.roles = strings(&["ingest"]));
+    let mut rh = serve(es_backend(&nodes).with("roles", "{ require: [data] }")).await;
+    let reason = "lacks the role data that roles.require asks for (has ingest)";
+    let status = rh
+        .notify
+        .wait_for_status(&["excluded by roles"], SOON)
+        .await;
+    assert_eq!(
+        status,
+        format!("serving 1 listener; es: 2/2 servers up, 1 excluded by roles (es-3: {reason})")
+    );
+    let seen = tally(&names(rh.listener("es").await, 8).await);
+    assert_eq!(
+        seen,
+        [("es-1".to_owned(), 4), ("es-2".to_owned(), 4)].into()
+    );
+    let st = scrape::status(rh.admin().await).await;
+    let es3 = scrape::server(&st, "es", "es-3");
+    assert_eq!(
+        (&es3["state"], &es3["reason"]),
+        (&"excluded".into(), &reason.into())
+    );
+}
+
+#[tokio::test]
+async fn a_node_whose_roles_cannot_be_read_is_kept_out_and_says_so() {
+    let nodes = three_nodes().await;
+    // es-3's health answers are fine; only /_nodes refuses (a user without cluster monitor)
+    nodes[2].set(|b| b.nodes_refused = true);
+    let mut rh = serve(es_backend(&nodes)).await;
+    let reason = "cannot tell its roles: GET /_nodes/_local/http was refused (403): the health \
+                  check's user needs the cluster monitor privilege (check health_check.auth)";
+    let status = rh.notify.wait_for_status(&["DEGRADED"], SOON).await;
+    assert_eq!(
+        status,
+        format!("DEGRADED: es: 2/3 servers up (es-3: {reason})")
+    );
+    let seen = tally(&names(rh.listener("es").await, 8).await);
+    assert_eq!(
+        seen,
+        [("es-1".to_owned(), 4), ("es-2".to_owned(), 4)].into(),
+        "not taken for a data node"
+    );
+    let st = scrape::status(rh.admin().await).await;
+    let es3 = scrape::server(&st, "es", "es-3");
+    assert_eq!(
+        (&es3["state"], &es3["reason"]),
+        (&"down".into(), &reason.into())
+    );
+    assert_eq!(es3["node"], Value::Null, "nothing known about it");
+}
+
+// ---- discovery --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn discovery_from_one_seed_spreads_clients_over_the_data_nodes_only() {
+    let nodes = nodes_with_roles(&[
+        ("es-1", DATA),
+        ("es-2", DATA),
+        ("es-3", DATA),
+        ("m-1", &["master"]),
+    ])
+    .await;
+    link(&nodes.iter().collect::<Vec<_>>());
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    for n in &nodes[1..3] {
+        rh.stderr.wait_for(&[&joined(n)], SOON).await;
+    }
+    let line = rh
+        .stderr
+        .wait_for(&["node m-1 is not a server of this backend"], SOON)
+        .await;
+    assert!(line.contains(MASTER_REASON), "{line}");
+
+    let seen = tally(&names(rh.listener("es").await, 30).await);
+    assert_eq!(
+        seen,
+        [
+            ("es-1".to_owned(), 10),
+            ("es-2".to_owned(), 10),
+            ("es-3".to_owned(), 10)
+        ]
+        .into()
+    );
+
+    let admin = rh.admin().await;
+    let st = scrape::status(admin).await;
+    assert_eq!(scrape::server(&st, "es", "es-1")["source"], "configured");
+    for n in &nodes[1..3] {
+        let s = scrape::server(&st, "es", n.name());
+        assert_eq!(s["source"], "discovered");
+        assert_eq!(s["node_id"], node_id(n.name()));
+        assert_eq!(s["resolved"], n.addr().to_string());
+    }
+    assert!(find_server(&st, "es", "m-1").is_none(), "{st:#}");
+    let d = &st["backends"][0]["discovery"];
+    assert_eq!(d["servers_discovered"], 2);
+    assert_eq!(d["interval"], "300ms");
+    assert_eq!(d["forget_after"], 3);
+    assert_eq!(d["last_refresh"]["nodes"], 4);
+    assert_eq!(d["last_refresh"]["reason"], Value::Null);
+
+    let s = Scrape::from(admin).await;
+    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 2.0);
+    assert_eq!(
+        s.get(
+            "roundhouse_discovery_changes_total",
+            &[ES, ("change", "joined")]
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_joins_gets_clients_without_a_reload() {
+    let mut nodes = three_data_nodes().await;
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    let addr = rh.listener("es").await;
+
+    let es4 = FakeNode::start("es-4", "prod").await.expect("start es-4");
+    es4.set(|b| b.roles = strings(DATA));
+    nodes.push(es4);
+    let joined_at = Instant::now();
+    link(&nodes.iter().collect::<Vec<_>>());
+    // clients keep coming: the first one es-4 answers is its first client connection
+    let mut served = 0;
+    while node_name(addr).await.expect("request through roundhouse") != "es-4" {
+        served += 1;
+        assert!(
+            joined_at.elapsed() < SOON,
+            "es-4 got no client within {SOON:?}; stderr:\n{}",
+            rh.stderr.text()
+        );
+    }
+    let took = joined_at.elapsed();
+    eprintln!(
+        "es-4 got its first client {took:?} after it joined the cluster ({served} clients before; \
+         discovery every 300ms, checks every 200ms)"
+    );
+    // interval + rise × check interval, and room for a busy machine
+    assert!(
+        took < Duration::from_millis(300 + 2 * 200 + 1000),
+        "{took:?}"
+    );
+    rh.stderr.wait_for(&[&joined(&nodes[3])], SOON).await;
+    assert_eq!(rh.stderr.count("reloading configuration"), 0);
+    let st = scrape::status(rh.admin().await).await;
+    assert_eq!(scrape::server(&st, "es", "es-4")["source"], "discovered");
+}
+
+#[tokio::test]
+async fn a_stopped_node_leaves_rotation_at_once_and_the_server_set_after_forget_after_answers() {
+    let mut nodes = three_data_nodes().await;
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    let admin = rh.admin().await;
+    let before = refreshes(&Scrape::from(admin).await);
+
+    // the cluster no longer lists es-3, and es-3 is gone
+    link(&[&nodes[0], &nodes[1]]);
+    let es3 = nodes.pop().expect("es-3");
+    let es3_addr = es3.addr();
+    es3.stop().await;
+    let stopped = Instant::now();
+
+    let status = rh
+        .notify
+        .wait_status(&["DEGRADED", "es-3: publishes"], SOON)
+        .await;
+    let out_of_rotation = stopped.elapsed();
+    assert_eq!(
+        status,
+        format!(
+            "DEGRADED: es: 2/3 servers up (es-3: publishes {es3_addr}, which does not answer \
+             (connection refused; a container-internal address? set http.publish_host on the node))"
+        )
+    );
+    let line = rh
+        .stderr
+        .wait_for(&["node es-3 (id node-es-3) left the server set"], SOON)
+        .await;
+    let left = stopped.elapsed();
+    assert!(
+        line.contains("absent from 3 answers in a row and failing its checks"),
+        "{line}"
+    );
+    let status = rh.notify.wait_status(&["serving"], SOON).await;
+    assert_eq!(status, "serving 1 listener; es: 2/2 servers up");
+    eprintln!(
+        "a stopped node: out of rotation after {out_of_rotation:?}, out of the server set after {left:?}"
+    );
+
+    let s = Scrape::from(admin).await;
+    assert!(
+        refreshes(&s) - before >= 3.0,
+        "it left only after 3 answers without it: {} refreshes",
+        refreshes(&s) - before
+    );
+    assert_eq!(
+        s.get(
+            "roundhouse_discovery_changes_total",
+            &[ES, ("change", "left")]
+        ),
+        1.0
+    );
+    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 1.0);
+    assert_eq!(
+        s.find("roundhouse_server_connections_total", &labels("es-3")),
+        None,
+        "its series are gone"
+    );
+    let st = scrape::status(admin).await;
+    assert!(find_server(&st, "es", "es-3").is_none(), "{st:#}");
+}
+
+#[tokio::test]
+async fn a_healthy_node_missing_from_the_answers_stays() {
+    let nodes = three_data_nodes().await;
+    // forget_after 1: a node that failed its checks would go at the first answer without it
+    let mut rh = serve(discovering(&[&nodes[0]], 1)).await;
+    all_up(&mut rh, 3).await;
+
+    // es-1 and es-2 no longer list es-3, which still answers its checks well
+    link(&[&nodes[0], &nodes[1]]);
+    let asked = || nodes[0].nodes_requests() + nodes[1].nodes_requests();
+    let since = asked();
+    let deadline = Instant::now() + SOON;
+    while asked() < since + 4 {
+        assert!(Instant::now() < deadline, "discovery asks es-1 and es-2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rh.log_barrier().await;
+
+    assert_eq!(
+        rh.stderr.count("left the server set"),
+        0,
+        "{}",
+        rh.stderr.text()
+    );
+    let admin = rh.admin().await;
+    let s = Scrape::from(admin).await;
+    assert_eq!(
+        s.get(
+            "roundhouse_discovery_changes_total",
+            &[ES, ("change", "left")]
+        ),
+        0.0
+    );
+    let st = scrape::status(admin).await;
+    let es3 = scrape::server(&st, "es", "es-3");
+    assert_eq!(
+        (&es3["source"], &es3["state"]),
+        (&"discovered".into(), &"up".into())
+    );
+    let seen = tally(&names(rh.listener("es").await, 9).await);
+    assert_eq!(
+        seen.get("es-3"),
+        Some(&3),
+        "es-3 still gets clients: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_restarted_at_a_new_port_keeps_its_name_and_counters() {
+    let mut nodes = three_data_nodes().await;
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    let addr = rh.listener("es").await;
+    let admin = rh.admin().await;
+    let seen = tally(&names(addr, 9).await);
+    assert_eq!(seen.get("es-3"), Some(&3));
+    let connections = || async {
+        Scrape::from(admin)
+            .await
+            .get("roundhouse_server_connections_total", &labels("es-3"))
+    };
+    assert_eq!(connections().await, 3.0);
+
+    let old = nodes.pop().expect("es-3");
+    let old_addr = old.addr();
+    old.stop().await;
+    let es3 = FakeNode::start("es-3", "prod").await.expect("restart es-3");
+    es3.set(|b| b.roles = strings(DATA));
+    let new_addr = es3.addr();
+    assert_ne!(new_addr, old_addr);
+    nodes.push(es3);
+    link(&nodes.iter().collect::<Vec<_>>());
+
+    rh.stderr
+        .wait_for(
+            &[&format!(
+                "node es-3 (id node-es-3) moved from {old_addr} to {new_addr}"
+            )],
+            SOON,
+        )
+        .await;
+    let st = status_until(admin, "es-3 up at its new address", |st| {
+        find_server(st, "es", "es-3")
+            .is_some_and(|s| s["resolved"] == new_addr.to_string() && s["state"] == "up")
+    })
+    .await;
+    let es3 = scrape::server(&st, "es", "es-3");
+    assert_eq!(es3["node_id"], node_id("es-3"));
+    assert_eq!(es3["source"], "discovered");
+
+    let seen = tally(&names(addr, 9).await);
+    assert_eq!(seen.get("es-3"), Some(&3), "{seen:?}");
+    assert_eq!(connections().await, 6.0, "its counters carried on");
+    let s = Scrape::from(admin).await;
+    let change = |c| s.get("roundhouse_discovery_changes_total", &[ES, ("change", c)]);
+    assert_eq!(
+        (change("joined"), change("moved"), change("left")),
+        (2.0, 1.0, 0.0)
+    );
+    assert_eq!(rh.stderr.count("joined at"), 2, "es-3 joined once");
+}
+
+/// A seed that elected itself master of a cluster of one (it sees 1 node; `min_nodes: 2`), and
+/// whose answer would add a node of its own.
+async fn isolated_seed() -> (FakeNode, FakeNode) {
+    let iso = FakeNode::start("iso", "prod").await.expect("start iso");
+    let rogue = FakeNode::start("rogue", "prod").await.expect("start rogue");
+    let rogue_peer = rogue.as_peer();
+    iso.set(|b| {
+        b.number_of_nodes = 1;
+        b.peers = vec![rogue_peer];
+    });
+    (iso, rogue)
+}
+
+#[tokio::test]
+async fn an_isolated_seed_is_never_asked() {
+    let nodes = three_data_nodes().await;
+    let (iso, _rogue) = isolated_seed().await;
+    let mut rh = serve(discovering(&[&nodes[0], &iso], 3)).await;
+    let status = rh
+        .notify
+        .wait_for_status(&["es: 3/4 servers up"], SOON)
+        .await;
+    assert_eq!(
+        status,
+        "DEGRADED: es: 3/4 servers up (iso: sees 1 node, want at least 2 (isolated?))"
+    );
+    let admin = rh.admin().await;
+    let before = refreshes(&Scrape::from(admin).await);
+    Scrape::until(admin, "five more discovery refreshes", |s| {
+        refreshes(s) >= before + 5.0
+    })
+    .await;
+
+    assert_eq!(iso.nodes_requests(), 0, "iso was never asked");
+    assert!(
+        nodes.iter().all(|n| n.nodes_requests() > 0),
+        "the cluster's nodes are asked in turn"
+    );
+    let st = scrape::status(admin).await;
+    assert!(find_server(&st, "es", "rogue").is_none(), "{st:#}");
+    assert_eq!(st["backends"][0]["servers_total"], 4);
+    assert!(!rh.stderr.text().contains("rogue"));
+}
+
+#[tokio::test]
+async fn when_the_only_reachable_seed_is_isolated_the_server_set_stays() {
+    let mut nodes = three_data_nodes().await;
+    let (iso, _rogue) = isolated_seed().await;
+    let mut rh = serve(discovering(&[&nodes[0], &iso], 3)).await;
+    rh.notify
+        .wait_for_status(&["es: 3/4 servers up"], SOON)
+        .await;
+    let admin = rh.admin().await;
+
+    // the whole cluster goes away; only the isolated seed still answers
+    for n in nodes.drain(..) {
+        n.stop().await;
+    }
+    let line = rh
+        .stderr
+        .wait_for(
+            &[
+                "discovery took no answer; the server set stays as it is",
+                "no server passes the full Elasticsearch judgement",
+            ],
+            SOON,
+        )
+        .await;
+    assert!(line.contains("so none is asked"), "{line}");
+    let no_source = |s: &Scrape| {
+        s.get(
+            "roundhouse_discovery_refreshes_total",
+            &[ES, ("result", "no_source")],
+        )
+    };
+    let s = Scrape::until(
+        admin,
+        "more refreshes than forget_after with no source",
+        |s| no_source(s) >= 5.0,
+    )
+    .await;
+    eprintln!(
+        "with only the isolated seed reachable: {} refreshes found no server to ask",
+        no_source(&s)
+    );
+
+    assert_eq!(iso.nodes_requests(), 0, "iso was never asked");
+    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 2.0);
+    assert_eq!(rh.stderr.count("left the server set"), 0);
+    let st = scrape::status(admin).await;
+    for name in ["es-2", "es-3"] {
+        let s = scrape::server(&st, "es", name);
+        assert_eq!(
+            (&s["source"], &s["state"]),
+            (&"discovered".into(), &"down".into())
+        );
+    }
+    assert!(find_server(&st, "es", "rogue").is_none(), "{st:#}");
+    let last = &st["backends"][0]["discovery"]["last_refresh"];
+    assert_eq!(last["result"], "no_source");
+    assert_eq!(
+        last["reason"],
+        "no server passes the full Elasticsearch judgement (right cluster, enough nodes, a master), so none is asked"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_about_another_cluster_is_refused() {
+    let nodes = nodes_with_roles(&[("es-1", DATA), ("es-2", DATA)]).await;
+    link(&nodes.iter().collect::<Vec<_>>());
+    // its health says prod, its /_nodes answer another cluster
+    nodes[0].set(|b| b.nodes_cluster_name = Some("staging".into()));
+    let rh = serve(discovering(&[&nodes[0]], 3)).await;
+    let line = rh
+        .stderr
+        .wait_for(
+            &["discovery took no answer; the server set stays as it is"],
+            SOON,
+        )
+        .await;
+    assert!(
+        line.contains("es-1: its answer is about cluster staging, want prod"),
+        "{line}"
+    );
+    let admin = rh.admin().await;
+    let s = Scrape::from(admin).await;
+    assert!(
+        s.get(
+            "roundhouse_discovery_refreshes_total",
+            &[ES, ("result", "refused")]
+        ) >= 1.0
+    );
+    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 0.0);
+    let st = scrape::status(admin).await;
+    assert!(find_server(&st, "es", "es-2").is_none(), "{st:#}");
+    assert_eq!(
+        st["backends"][0]["discovery"]["last_refresh"]["result"],
+        "refused"
+    );
+    let seen = tally(&names(rh.listener("es").await, 4).await);
+    assert_eq!(seen, [("es-1".to_owned(), 4)].into());
+}
+
+#[tokio::test]
+async fn a_discovered_node_that_publishes_an_address_nobody_listens_on_says_so() {
+    let nodes = nodes_with_roles(&[("es-1", DATA), ("es-2", DATA)]).await;
+    let dead = dead_address();
+    // es-2 publishes an address of its own (a container's, say) that does not answer
+    nodes[1].set(|b| b.publish = Some(dead.to_string()));
+    link(&nodes.iter().collect::<Vec<_>>());
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    let reason = format!(
+        "publishes {dead}, which does not answer (connection refused; a container-internal \
+         address? set http.publish_host on the node)"
+    );
+    let status = rh
+        .notify
+        .wait_for_status(&["DEGRADED", "es-2: publishes"], SOON)
+        .await;
+    assert_eq!(
+        status,
+        format!("DEGRADED: es: 1/2 servers up (es-2: {reason})")
+    );
+    let st = scrape::status(rh.admin().await).await;
+    let es2 = scrape::server(&st, "es", "es-2");
+    assert_eq!(
+        (&es2["state"], &es2["reason"]),
+        (&"down".into(), &reason.into())
+    );
+    assert_eq!(es2["resolved"], dead.to_string());
+    let seen = tally(&names(rh.listener("es").await, 4).await);
+    assert_eq!(seen, [("es-1".to_owned(), 4)].into());
+}
+
+#[tokio::test]
+async fn both_publish_address_forms_are_understood() {
+    let nodes = three_data_nodes().await;
+    // es-2 publishes under a host name (`hostname/ip:port`), es-3 as `ip:port`
+    let named = format!("es-2.internal/{}", nodes[1].addr());
+    nodes[1].set(|b| b.publish = Some(named.clone()));
+    link(&nodes.iter().collect::<Vec<_>>());
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    rh.stderr
+        .wait_for(
+            &[&format!("node es-2 (id node-es-2) joined at {named}")],
+            SOON,
+        )
+        .await;
+    rh.stderr.wait_for(&[&joined(&nodes[2])], SOON).await;
+    let seen = tally(&names(rh.listener("es").await, 9).await);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 3), "{seen:?}");
+    let st = scrape::status(rh.admin().await).await;
+    assert_eq!(
+        scrape::server(&st, "es", "es-2")["resolved"],
+        nodes[1].addr().to_string()
+    );
+}
+
+#[tokio::test]
+async fn turning_discovery_off_by_reload_drops_the_discovered_servers() {
+    let nodes = three_data_nodes().await;
+    let mut rh = Roundhouse::start(&config(discovering(&[&nodes[0]], 3)).yaml()).await;
+    all_up(&mut rh, 3).await;
+    let admin = rh.admin().await;
+    let s = Scrape::from(admin).await;
+    assert!(
+        s.find(
+            "roundhouse_server_state",
+            &[ES, ("server", "es-2"), ("state", "up")]
+        )
+        .is_some()
+    );
+
+    let plain = Backend::new("es")
+        .server("es-1", nodes[0].addr())
+        .check("cluster_name", "prod")
+        .check("min_nodes", "2");
+    let ready = rh.reload(&config(plain).yaml()).await;
+    assert!(
+        ready.contains("STATUS=serving 1 listener; es: 1/1 servers up"),
+        "{ready}"
+    );
+    rh.stderr
+        .wait_for(
+            &["discovery turned off; the configured servers are the server set"],
+            SOON,
+        )
+        .await;
+
+    let st = scrape::status(admin).await;
+    let servers: Vec<&Value> = st["backends"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(servers.len(), 1, "{st:#}");
+    assert_eq!(servers[0]["name"], "es-1");
+    assert_eq!(st["backends"][0]["discovery"], Value::Null);
+    let s = Scrape::from(admin).await;
+    for gone in [
+        "server=\"es-2\"",
+        "server=\"es-3\"",
+        "roundhouse_discovery_",
+    ] {
+        assert!(
+            !s.text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains(gone)),
+            "{gone} is still exported:\n{}",
+            s.text
+        );
+    }
+    let seen = tally(&names(rh.listener("es").await, 4).await);
+    assert_eq!(seen, [("es-1".to_owned(), 4)].into());
+
+    // and nobody is asked any more: many checks later, no /_nodes/_all/http
+    checked(&nodes[0], 2).await;
+    let asked = nodes[0].nodes_requests();
+    checked(&nodes[0], 5).await;
+    assert_eq!(nodes[0].nodes_requests(), asked, "discovery stopped");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_discovered_servers_and_their_state() {
+    let nodes = three_data_nodes().await;
+    let backend = discovering(&[&nodes[0]], 3);
+    let mut rh = Roundhouse::start(&config(backend.clone()).yaml()).await;
+    all_up(&mut rh, 3).await;
+    let addr = rh.listener("es").await;
+    let admin = rh.admin().await;
+    let seen = tally(&names(addr, 9).await);
+    assert_eq!(seen.get("es-2"), Some(&3));
+    let before = scrape::status(admin).await;
+    let s = Scrape::from(admin).await;
+    let unchanged_before = s.get(
+        "roundhouse_discovery_refreshes_total",
+        &[ES, ("result", "unchanged")],
+    );
+
+    // another setting changes: the discovery task is told, and asks at once
+    let ready = rh
+        .reload(&config(backend.with("retries", "1")).yaml())
+        .await;
+    assert!(
+        ready.contains("STATUS=serving 1 listener; es: 3/3 servers up"),
+        "{ready}"
+    );
+    Scrape::until(admin, "a refresh after the reload", |s| {
+        s.get(
+            "roundhouse_discovery_refreshes_total",
+            &[ES, ("result", "unchanged")],
+        ) > unchanged_before
+    })
+    .await;
+    rh.log_barrier().await;
+    assert!(
+        !rh.notify.messages.iter().any(|m| m.contains("DEGRADED")),
+        "no flapping: {:#?}",
+        rh.notify.messages
+    );
+    assert_eq!(rh.stderr.count("joined at"), 2, "nobody joined again");
+    assert_eq!(rh.stderr.count("left the server set"), 0);
+    let up_lines = rh
+        .stderr
+        .all()
+        .into_iter()
+        .filter(|l| l.contains("server is up") && l.contains("server=es-2"))
+        .count();
+    assert_eq!(up_lines, 1, "es-2 came up once");
+
+    let after = scrape::status(admin).await;
+    for name in ["es-2", "es-3"] {
+        let (b, a) = (
+            scrape::server(&before, "es", name),
+            scrape::server(&after, "es", name),
+        );
+        assert_eq!(a["source"], "discovered");
+        assert_eq!(a["state"], "up");
+        assert_eq!(a["since"], b["since"], "{name} never left the state up");
+        assert_eq!(a["connections_total"], 3, "{name}'s counters carried over");
+    }
+    let s = Scrape::from(admin).await;
+    assert_eq!(
+        s.get("roundhouse_server_state_changes_total", &labels("es-2")),
+        0.0
+    );
+}
