@@ -366,6 +366,30 @@ async fn a_node_that_joins_gets_clients_without_a_reload() {
 }
 
 #[tokio::test]
+async fn a_joining_node_is_checked_before_it_enters_the_server_set() {
+    let mut nodes = three_data_nodes().await;
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    let es4 = FakeNode::start("es-4", "prod").await.expect("start es-4");
+    es4.set(|b| b.roles = strings(DATA));
+    nodes.push(es4);
+    link(&nodes.iter().collect::<Vec<_>>());
+    all_up(&mut rh, 4).await;
+    // a node joining is no degradation: the STATUS line goes from all up to all up
+    rh.notify.drain();
+    let statuses: Vec<&str> = rh
+        .notify
+        .messages
+        .iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
+        .collect();
+    assert!(
+        statuses.iter().all(|s| s.starts_with("serving 1 listener")),
+        "{statuses:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_stopped_node_leaves_rotation_at_once_and_the_server_set_after_forget_after_answers() {
     let mut nodes = three_data_nodes().await;
     let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
