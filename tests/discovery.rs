@@ -885,3 +885,60 @@ async fn a_reload_keeps_discovered_servers_and_their_state() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_discovered_node_written_into_the_file_becomes_a_seed_and_keeps_its_counters() {
+    let nodes = three_data_nodes().await;
+    let mut rh = Roundhouse::start(&config(discovering(&[&nodes[0]], 1)).yaml()).await;
+    all_up(&mut rh, 3).await;
+    let addr = rh.listener("es").await;
+    let admin = rh.admin().await;
+    let seen = tally(&names(addr, 9).await);
+    assert_eq!(seen.get("es-2"), Some(&3));
+
+    let ready = rh
+        .reload(&config(discovering(&[&nodes[0], &nodes[1]], 1)).yaml())
+        .await;
+    assert!(
+        ready.contains("STATUS=serving 1 listener; es: 3/3 servers up"),
+        "{ready}"
+    );
+    let since = nodes[0].nodes_requests() + nodes[1].nodes_requests();
+    let deadline = Instant::now() + SOON;
+    while nodes[0].nodes_requests() + nodes[1].nodes_requests() < since + 4 {
+        assert!(Instant::now() < deadline, "discovery asks es-1 and es-2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rh.log_barrier().await;
+
+    let st = scrape::status(admin).await;
+    let es2 = scrape::server(&st, "es", "es-2");
+    assert_eq!(
+        (&es2["source"], &es2["state"]),
+        (&"configured".into(), &"up".into())
+    );
+    assert_eq!(es2["connections_total"], 3, "its counters carried over");
+    assert_eq!(st["backends"][0]["discovery"]["servers_discovered"], 1);
+    rh.stderr
+        .wait_for(
+            &["node es-2 (id node-es-2) is listed in the configuration file now"],
+            SOON,
+        )
+        .await;
+    // it is still in the cluster's answers and passes its checks: it never left
+    assert_eq!(
+        rh.stderr.count("left the server set"),
+        0,
+        "{}",
+        rh.stderr.text()
+    );
+    let s = Scrape::from(admin).await;
+    assert_eq!(
+        s.get(
+            "roundhouse_discovery_changes_total",
+            &[ES, ("change", "left")]
+        ),
+        0.0
+    );
+    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 1.0);
+}
