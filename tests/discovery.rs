@@ -113,7 +113,7 @@ fn refreshes(s: &Scrape) -> f64 {
     s.sum("roundhouse_discovery_refreshes_total", &[ES])
 }
 
-fn labels<'a>(server: &'a str) -> [(&'a str, &'a str); 2] {
+fn labels(server: &str) -> [(&str, &str); 2] {
     [ES, ("server", server)]
 }
 
@@ -556,6 +556,41 @@ async fn a_node_restarted_at_a_new_port_keeps_its_name_and_counters() {
     assert_eq!(rh.stderr.count("joined at"), 2, "es-3 joined once");
 }
 
+#[tokio::test]
+async fn a_drained_node_restarted_at_a_new_port_stays_drained() {
+    let mut nodes = three_data_nodes().await;
+    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
+    all_up(&mut rh, 3).await;
+    let admin = rh.admin().await;
+    let (code, body) = http_post(admin, "/servers/es/es-3/drain", None)
+        .await
+        .expect("POST drain");
+    assert_eq!(code, 200, "{body}");
+
+    let old = nodes.pop().expect("es-3");
+    old.stop().await;
+    let es3 = FakeNode::start("es-3", "prod").await.expect("restart es-3");
+    es3.set(|b| b.roles = strings(DATA));
+    let new_addr = es3.addr();
+    nodes.push(es3);
+    link(&nodes.iter().collect::<Vec<_>>());
+    let st = status_until(admin, "es-3 healthy at its new address", |st| {
+        find_server(st, "es", "es-3")
+            .is_some_and(|s| s["resolved"] == new_addr.to_string() && s["health"] == "up")
+    })
+    .await;
+    let es3 = scrape::server(&st, "es", "es-3");
+    assert_eq!(
+        (&es3["state"], &es3["admin_state"]),
+        (&"drain".into(), &"drain".into())
+    );
+    let seen = tally(&names(rh.listener("es").await, 6).await);
+    assert_eq!(
+        seen,
+        [("es-1".to_owned(), 3), ("es-2".to_owned(), 3)].into()
+    );
+}
+
 /// A seed that elected itself master of a cluster of one (it sees 1 node; `min_nodes: 2`), and
 /// whose answer would add a node of its own.
 async fn isolated_seed() -> (FakeNode, FakeNode) {
@@ -754,6 +789,60 @@ async fn both_publish_address_forms_are_understood() {
         scrape::server(&st, "es", "es-2")["resolved"],
         nodes[1].addr().to_string()
     );
+}
+
+#[tokio::test]
+async fn discovery_asks_with_the_health_checks_tls_and_credentials() {
+    let ca = common::certs::TestCa::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca_file, password_file) = (dir.path().join("ca.pem"), dir.path().join("password"));
+    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    std::fs::write(&password_file, "s3cret\n").expect("write password");
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "roundhouse:s3cret"
+        )
+    );
+    let mut nodes = Vec::new();
+    for name in ["es-1", "es-2", "es-3"] {
+        let security = Security {
+            tls: Some(ca.server(&["es.internal"])),
+            authorization: Some(vec![basic.clone()]),
+        };
+        let addr = "127.0.0.1:0".parse().expect("an address");
+        let n = FakeNode::start_secured(name, "prod", addr, security)
+            .await
+            .expect("start secured node");
+        n.set(|b| b.roles = strings(DATA));
+        nodes.push(n);
+    }
+    link(&nodes.iter().collect::<Vec<_>>());
+    // TLS handshakes of a debug build on a busy machine can take a while
+    let backend = discovering(&[&nodes[0]], 3)
+        .check("interval", "1s")
+        .check("timeout", "1s")
+        .check(
+            "tls",
+            &format!(
+                "{{ ca_file: {}, server_name: es.internal }}",
+                ca_file.display()
+            ),
+        )
+        .check(
+            "auth",
+            &format!(
+                "{{ username: roundhouse, password_file: {} }}",
+                password_file.display()
+            ),
+        );
+    let mut rh = serve(backend).await;
+    all_up(&mut rh, 3).await;
+    for n in &nodes[1..] {
+        rh.stderr.wait_for(&[&joined(n)], SOON).await;
+    }
+    assert!(nodes[0].nodes_requests() > 0);
 }
 
 #[tokio::test]
