@@ -1,7 +1,8 @@
-//! A stand-in Elasticsearch node: an HTTP (or HTTPS) server answering `/`, `/_cluster/health`
-//! and `/_nodes/http` with the JSON shapes Elasticsearch 8 uses, whose answers can be switched
-//! at run time (colour, cluster name, node count, hang, 503, garbage), and which can require
-//! credentials like a secured cluster. The demo runs three of them; the integration tests use
+//! A stand-in Elasticsearch node: an HTTP (or HTTPS) server answering `/`, `/_cluster/health`,
+//! `/_nodes/_local/http` and `/_nodes/_all/http` with the JSON shapes Elasticsearch 8 uses, whose
+//! answers can be switched at run time (colour, cluster name, node count, hang, 503, garbage,
+//! roles, publish address, the other nodes it lists, a `/_nodes` refused with 403), and which
+//! can require credentials like a secured cluster. The demo runs three of them; the integration tests use
 //! them as backends.
 
 use std::convert::Infallible;
