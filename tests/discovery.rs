@@ -1,271 +1,18 @@
-//! Node roles and discovery through the real binary, in front of fake Elasticsearch nodes that
-//! report their roles and their cluster's nodes: who gets clients and who is kept out (and
-//! why), and how the server set follows the cluster — joins, moves, leaves — without ever
-//! taking an answer it should not trust.
+//! Discovery through the real binary, in front of stand-in nodes that list their cluster's nodes:
+//! how the server set follows the cluster — who joins, moves and leaves, and what a reload does
+//! to what was discovered. Which answers are trusted is in `discovery_answers.rs`.
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::scrape::{self, Scrape, find_server, status_until};
 use common::*;
-use roundhouse::demo::{Peer, node_id};
+use roundhouse::demo::node_id;
 use serde_json::Value;
 
 const MASTER_REASON: &str = "dedicated cluster-manager node: not a client entry point";
-const DATA: &[&str] = &["data", "ingest"];
-const ES: (&str, &str) = ("backend", "es");
-
-fn strings(s: &[&str]) -> Vec<String> {
-    s.iter().map(|r| r.to_string()).collect()
-}
-
-/// Green `prod` nodes with these names and roles.
-async fn nodes_with_roles(spec: &[(&str, &[&str])]) -> Vec<FakeNode> {
-    let mut nodes = Vec::new();
-    for (name, roles) in spec {
-        let n = FakeNode::start(name, "prod")
-            .await
-            .expect("start fake node");
-        n.set(|b| b.roles = strings(roles));
-        nodes.push(n);
-    }
-    nodes
-}
-
-/// Three data nodes, es-1 to es-3, of one cluster.
-async fn three_data_nodes() -> Vec<FakeNode> {
-    let nodes = nodes_with_roles(&[("es-1", DATA), ("es-2", DATA), ("es-3", DATA)]).await;
-    link(&nodes.iter().collect::<Vec<_>>());
-    nodes
-}
-
-/// Makes `nodes` one cluster: each sees them all and lists the others in `/_nodes/_all/http`
-/// (with their roles and publish addresses as they are now).
-fn link(nodes: &[&FakeNode]) {
-    let peers: Vec<Peer> = nodes.iter().map(|n| n.as_peer()).collect();
-    for n in nodes {
-        let others: Vec<Peer> = peers
-            .iter()
-            .filter(|p| p.name != n.name())
-            .cloned()
-            .collect();
-        n.set(|b| {
-            b.peers = others;
-            b.number_of_nodes = nodes.len() as u64;
-        });
-    }
-}
-
-/// A backend `es` that discovers from these seeds, asking every 300ms and forgetting a node that
-/// fails its checks after `forget_after` answers without it.
-fn discovering(seeds: &[&FakeNode], forget_after: u32) -> Backend {
-    seeds
-        .iter()
-        .fold(Backend::new("es"), |b, n| b.server(n.name(), n.addr()))
-        .check("cluster_name", "prod")
-        .check("min_nodes", "2")
-        .with(
-            "discovery",
-            &format!("{{ type: elasticsearch, interval: 300ms, forget_after: {forget_after} }}"),
-        )
-}
-
-fn config(backend: Backend) -> ConfigBuilder {
-    ConfigBuilder::new().listener("es", "es").backend(backend)
-}
-
-/// The log line of a node joining the server set.
-fn joined(n: &FakeNode) -> String {
-    format!(
-        "node {} (id {}) joined at {}",
-        n.name(),
-        node_id(n.name()),
-        n.addr()
-    )
-}
-
-/// Waits until the STATUS line says every one of `n` servers is up.
-async fn all_up(rh: &mut Roundhouse, n: usize) {
-    let want = format!("serving 1 listener; es: {n}/{n} servers up");
-    rh.notify.wait_for_status(&[&want], SOON).await;
-}
-
-/// An address on loopback where nothing listens.
-fn dead_address() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("local address")
-}
-
-/// Returns once `node` has had `n` more health checks.
-async fn checked(node: &FakeNode, n: u64) {
-    let until = node.health_requests() + n;
-    let deadline = Instant::now() + SOON;
-    while node.health_requests() < until {
-        assert!(Instant::now() < deadline, "{} is checked", node.name());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Discovery refreshes of backend `es` so far, whatever their result.
-fn refreshes(s: &Scrape) -> f64 {
-    s.sum("roundhouse_discovery_refreshes_total", &[ES])
-}
-
-fn labels(server: &str) -> [(&str, &str); 2] {
-    [ES, ("server", server)]
-}
-
-// ---- roles ------------------------------------------------------------------------------------
-
-/// es-3 has `roles`, those of a dedicated master: it stays out of rotation, and says why in the
-/// STATUS line, the log, `/status` and the state metric.
-async fn a_dedicated_master_is_kept_out(roles: &[&str]) {
-    let nodes = three_nodes().await;
-    nodes[2].set(|b| b.roles = strings(roles));
-    let mut rh = serve(es_backend(&nodes)).await;
-    let status = rh
-        .notify
-        .wait_for_status(&["excluded by roles"], SOON)
-        .await;
-    assert_eq!(
-        status,
-        format!(
-            "serving 1 listener; es: 2/2 servers up, 1 excluded by roles (es-3: {MASTER_REASON})"
-        )
-    );
-    let line = rh
-        .stderr
-        .wait_for(
-            &["server kept out of rotation by its roles", "server=es-3"],
-            SOON,
-        )
-        .await;
-    assert!(line.contains(MASTER_REASON), "{line}");
-
-    let addr = rh.listener("es").await;
-    let seen = tally(&names(addr, 12).await);
-    assert_eq!(
-        seen,
-        [("es-1".to_owned(), 6), ("es-2".to_owned(), 6)].into(),
-        "no client for the dedicated master"
-    );
-
-    let admin = rh.admin().await;
-    let st = scrape::status(admin).await;
-    let es3 = scrape::server(&st, "es", "es-3");
-    assert_eq!(es3["state"], "excluded");
-    assert_eq!(
-        es3["health"], "up",
-        "it passes its checks; its roles keep it out"
-    );
-    assert_eq!(es3["reason"], MASTER_REASON);
-    assert_eq!(es3["receiving_traffic"], false);
-    assert_eq!(es3["node"]["roles"], serde_json::json!(roles));
-    assert_eq!(es3["node_id"], node_id("es-3"));
-    assert_eq!(st["backends"][0]["servers_excluded"], 1);
-
-    let s = Scrape::from(admin).await;
-    let state = |word| {
-        s.get(
-            "roundhouse_server_state",
-            &[ES, ("server", "es-3"), ("state", word)],
-        )
-    };
-    assert_eq!((state("excluded"), state("up")), (1.0, 0.0));
-    assert_eq!(
-        s.get("roundhouse_server_connections_total", &labels("es-3")),
-        0.0
-    );
-    assert_eq!(s.get("roundhouse_backend_servers_up", &[ES]), 2.0);
-}
-
-#[tokio::test]
-async fn an_elasticsearch_dedicated_master_never_gets_a_client() {
-    a_dedicated_master_is_kept_out(&["master"]).await;
-}
-
-#[tokio::test]
-async fn an_opensearch_dedicated_cluster_manager_never_gets_a_client() {
-    a_dedicated_master_is_kept_out(&["cluster_manager"]).await;
-}
-
-#[tokio::test]
-async fn a_voting_only_master_is_a_dedicated_master_too() {
-    a_dedicated_master_is_kept_out(&["master", "voting_only"]).await;
-}
-
-#[tokio::test]
-async fn with_the_filter_off_a_dedicated_master_gets_clients() {
-    let nodes = three_nodes().await;
-    nodes[2].set(|b| b.roles = strings(&["master"]));
-    let mut rh =
-        serve(es_backend(&nodes).with("roles", "{ exclude_dedicated_masters: false }")).await;
-    all_up(&mut rh, 3).await;
-    let seen = tally(&names(rh.listener("es").await, 9).await);
-    assert_eq!(seen.get("es-3"), Some(&3), "{seen:?}");
-    let st = scrape::status(rh.admin().await).await;
-    assert_eq!(scrape::server(&st, "es", "es-3")["state"], "up");
-    assert_eq!(st["backends"][0]["servers_excluded"], 0);
-}
-
-#[tokio::test]
-async fn required_roles_keep_out_a_node_without_them() {
-    let nodes = three_nodes().await;
-    nodes[2].set(|b| b.roles = strings(&["ingest"]));
-    let mut rh = serve(es_backend(&nodes).with("roles", "{ require: [data] }")).await;
-    let reason = "lacks the role data that roles.require asks for (has ingest)";
-    let status = rh
-        .notify
-        .wait_for_status(&["excluded by roles"], SOON)
-        .await;
-    assert_eq!(
-        status,
-        format!("serving 1 listener; es: 2/2 servers up, 1 excluded by roles (es-3: {reason})")
-    );
-    let seen = tally(&names(rh.listener("es").await, 8).await);
-    assert_eq!(
-        seen,
-        [("es-1".to_owned(), 4), ("es-2".to_owned(), 4)].into()
-    );
-    let st = scrape::status(rh.admin().await).await;
-    let es3 = scrape::server(&st, "es", "es-3");
-    assert_eq!(
-        (&es3["state"], &es3["reason"]),
-        (&"excluded".into(), &reason.into())
-    );
-}
-
-#[tokio::test]
-async fn a_node_whose_roles_cannot_be_read_is_kept_out_and_says_so() {
-    let nodes = three_nodes().await;
-    // es-3's health answers are fine; only /_nodes refuses (a user without cluster monitor)
-    nodes[2].set(|b| b.nodes_refused = true);
-    let mut rh = serve(es_backend(&nodes)).await;
-    let reason = "cannot tell its roles: GET /_nodes/_local/http was refused (403): the health \
-                  check's user needs the cluster monitor privilege (check health_check.auth)";
-    let status = rh.notify.wait_for_status(&["DEGRADED"], SOON).await;
-    assert_eq!(
-        status,
-        format!("DEGRADED: es: 2/3 servers up (es-3: {reason})")
-    );
-    let seen = tally(&names(rh.listener("es").await, 8).await);
-    assert_eq!(
-        seen,
-        [("es-1".to_owned(), 4), ("es-2".to_owned(), 4)].into(),
-        "not taken for a data node"
-    );
-    let st = scrape::status(rh.admin().await).await;
-    let es3 = scrape::server(&st, "es", "es-3");
-    assert_eq!(
-        (&es3["state"], &es3["reason"]),
-        (&"down".into(), &reason.into())
-    );
-    assert_eq!(es3["node"], Value::Null, "nothing known about it");
-}
-
-// ---- discovery --------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn discovery_from_one_seed_spreads_clients_over_the_data_nodes_only() {
@@ -591,264 +338,10 @@ async fn a_drained_node_restarted_at_a_new_port_stays_drained() {
     );
 }
 
-/// A seed that elected itself master of a cluster of one (it sees 1 node; `min_nodes: 2`), and
-/// whose answer would add a node of its own.
-async fn isolated_seed() -> (FakeNode, FakeNode) {
-    let iso = FakeNode::start("iso", "prod").await.expect("start iso");
-    let rogue = FakeNode::start("rogue", "prod").await.expect("start rogue");
-    let rogue_peer = rogue.as_peer();
-    iso.set(|b| {
-        b.number_of_nodes = 1;
-        b.peers = vec![rogue_peer];
-    });
-    (iso, rogue)
-}
-
-#[tokio::test]
-async fn an_isolated_seed_is_never_asked() {
-    let nodes = three_data_nodes().await;
-    let (iso, _rogue) = isolated_seed().await;
-    let mut rh = serve(discovering(&[&nodes[0], &iso], 3)).await;
-    let status = rh
-        .notify
-        .wait_for_status(&["es: 3/4 servers up"], SOON)
-        .await;
-    assert_eq!(
-        status,
-        "DEGRADED: es: 3/4 servers up (iso: sees 1 node, want at least 2 (isolated?))"
-    );
-    let admin = rh.admin().await;
-    let before = refreshes(&Scrape::from(admin).await);
-    Scrape::until(admin, "five more discovery refreshes", |s| {
-        refreshes(s) >= before + 5.0
-    })
-    .await;
-
-    assert_eq!(iso.nodes_requests(), 0, "iso was never asked");
-    assert!(
-        nodes.iter().all(|n| n.nodes_requests() > 0),
-        "the cluster's nodes are asked in turn"
-    );
-    let st = scrape::status(admin).await;
-    assert!(find_server(&st, "es", "rogue").is_none(), "{st:#}");
-    assert_eq!(st["backends"][0]["servers_total"], 4);
-    assert!(!rh.stderr.text().contains("rogue"));
-}
-
-#[tokio::test]
-async fn when_the_only_reachable_seed_is_isolated_the_server_set_stays() {
-    let mut nodes = three_data_nodes().await;
-    let (iso, _rogue) = isolated_seed().await;
-    let mut rh = serve(discovering(&[&nodes[0], &iso], 3)).await;
-    rh.notify
-        .wait_for_status(&["es: 3/4 servers up"], SOON)
-        .await;
-    let admin = rh.admin().await;
-
-    // the whole cluster goes away; only the isolated seed still answers
-    for n in nodes.drain(..) {
-        n.stop().await;
-    }
-    let line = rh
-        .stderr
-        .wait_for(
-            &[
-                "discovery took no answer; the server set stays as it is",
-                "no server passes the full Elasticsearch judgement",
-            ],
-            SOON,
-        )
-        .await;
-    assert!(line.contains("so none is asked"), "{line}");
-    let no_source = |s: &Scrape| {
-        s.get(
-            "roundhouse_discovery_refreshes_total",
-            &[ES, ("result", "no_source")],
-        )
-    };
-    let s = Scrape::until(
-        admin,
-        "more refreshes than forget_after with no source",
-        |s| no_source(s) >= 5.0,
-    )
-    .await;
-    eprintln!(
-        "with only the isolated seed reachable: {} refreshes found no server to ask",
-        no_source(&s)
-    );
-
-    assert_eq!(iso.nodes_requests(), 0, "iso was never asked");
-    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 2.0);
-    assert_eq!(rh.stderr.count("left the server set"), 0);
-    let st = scrape::status(admin).await;
-    for name in ["es-2", "es-3"] {
-        let s = scrape::server(&st, "es", name);
-        assert_eq!(
-            (&s["source"], &s["state"]),
-            (&"discovered".into(), &"down".into())
-        );
-    }
-    assert!(find_server(&st, "es", "rogue").is_none(), "{st:#}");
-    let last = &st["backends"][0]["discovery"]["last_refresh"];
-    assert_eq!(last["result"], "no_source");
-    assert_eq!(
-        last["reason"],
-        "no server passes the full Elasticsearch judgement (right cluster, enough nodes, a master), so none is asked"
-    );
-}
-
-#[tokio::test]
-async fn an_answer_about_another_cluster_is_refused() {
-    let nodes = nodes_with_roles(&[("es-1", DATA), ("es-2", DATA)]).await;
-    link(&nodes.iter().collect::<Vec<_>>());
-    // its health says prod, its /_nodes answer another cluster
-    nodes[0].set(|b| b.nodes_cluster_name = Some("staging".into()));
-    let rh = serve(discovering(&[&nodes[0]], 3)).await;
-    let line = rh
-        .stderr
-        .wait_for(
-            &["discovery took no answer; the server set stays as it is"],
-            SOON,
-        )
-        .await;
-    assert!(
-        line.contains("es-1: its answer is about cluster staging, want prod"),
-        "{line}"
-    );
-    let admin = rh.admin().await;
-    let s = Scrape::from(admin).await;
-    assert!(
-        s.get(
-            "roundhouse_discovery_refreshes_total",
-            &[ES, ("result", "refused")]
-        ) >= 1.0
-    );
-    assert_eq!(s.get("roundhouse_discovery_servers", &[ES]), 0.0);
-    let st = scrape::status(admin).await;
-    assert!(find_server(&st, "es", "es-2").is_none(), "{st:#}");
-    assert_eq!(
-        st["backends"][0]["discovery"]["last_refresh"]["result"],
-        "refused"
-    );
-    let seen = tally(&names(rh.listener("es").await, 4).await);
-    assert_eq!(seen, [("es-1".to_owned(), 4)].into());
-}
-
-#[tokio::test]
-async fn a_discovered_node_that_publishes_an_address_nobody_listens_on_says_so() {
-    let nodes = nodes_with_roles(&[("es-1", DATA), ("es-2", DATA)]).await;
-    let dead = dead_address();
-    // es-2 publishes an address of its own (a container's, say) that does not answer
-    nodes[1].set(|b| b.publish = Some(dead.to_string()));
-    link(&nodes.iter().collect::<Vec<_>>());
-    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
-    let reason = format!(
-        "publishes {dead}, which does not answer (connection refused; a container-internal \
-         address? set http.publish_host on the node)"
-    );
-    let status = rh
-        .notify
-        .wait_for_status(&["DEGRADED", "es-2: publishes"], SOON)
-        .await;
-    assert_eq!(
-        status,
-        format!("DEGRADED: es: 1/2 servers up (es-2: {reason})")
-    );
-    let st = scrape::status(rh.admin().await).await;
-    let es2 = scrape::server(&st, "es", "es-2");
-    assert_eq!(
-        (&es2["state"], &es2["reason"]),
-        (&"down".into(), &reason.into())
-    );
-    assert_eq!(es2["resolved"], dead.to_string());
-    let seen = tally(&names(rh.listener("es").await, 4).await);
-    assert_eq!(seen, [("es-1".to_owned(), 4)].into());
-}
-
-#[tokio::test]
-async fn both_publish_address_forms_are_understood() {
-    let nodes = three_data_nodes().await;
-    // es-2 publishes under a host name (`hostname/ip:port`), es-3 as `ip:port`
-    let named = format!("es-2.internal/{}", nodes[1].addr());
-    nodes[1].set(|b| b.publish = Some(named.clone()));
-    link(&nodes.iter().collect::<Vec<_>>());
-    let mut rh = serve(discovering(&[&nodes[0]], 3)).await;
-    all_up(&mut rh, 3).await;
-    rh.stderr
-        .wait_for(
-            &[&format!("node es-2 (id node-es-2) joined at {named}")],
-            SOON,
-        )
-        .await;
-    rh.stderr.wait_for(&[&joined(&nodes[2])], SOON).await;
-    let seen = tally(&names(rh.listener("es").await, 9).await);
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    assert!(seen.values().all(|n| *n == 3), "{seen:?}");
-    let st = scrape::status(rh.admin().await).await;
-    assert_eq!(
-        scrape::server(&st, "es", "es-2")["resolved"],
-        nodes[1].addr().to_string()
-    );
-}
-
-#[tokio::test]
-async fn discovery_asks_with_the_health_checks_tls_and_credentials() {
-    let ca = common::certs::TestCa::new();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (ca_file, password_file) = (dir.path().join("ca.pem"), dir.path().join("password"));
-    std::fs::write(&ca_file, ca.pem()).expect("write CA");
-    std::fs::write(&password_file, "s3cret\n").expect("write password");
-    let basic = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            "roundhouse:s3cret"
-        )
-    );
-    let mut nodes = Vec::new();
-    for name in ["es-1", "es-2", "es-3"] {
-        let security = Security {
-            tls: Some(ca.server(&["es.internal"])),
-            authorization: Some(vec![basic.clone()]),
-        };
-        let addr = "127.0.0.1:0".parse().expect("an address");
-        let n = FakeNode::start_secured(name, "prod", addr, security)
-            .await
-            .expect("start secured node");
-        n.set(|b| b.roles = strings(DATA));
-        nodes.push(n);
-    }
-    link(&nodes.iter().collect::<Vec<_>>());
-    // TLS handshakes of a debug build on a busy machine can take a while
-    let backend = discovering(&[&nodes[0]], 3)
-        .check("interval", "1s")
-        .check("timeout", "1s")
-        .check(
-            "tls",
-            &format!(
-                "{{ ca_file: {}, server_name: es.internal }}",
-                ca_file.display()
-            ),
-        )
-        .check(
-            "auth",
-            &format!(
-                "{{ username: roundhouse, password_file: {} }}",
-                password_file.display()
-            ),
-        );
-    let mut rh = serve(backend).await;
-    all_up(&mut rh, 3).await;
-    for n in &nodes[1..] {
-        rh.stderr.wait_for(&[&joined(n)], SOON).await;
-    }
-    assert!(nodes[0].nodes_requests() > 0);
-}
-
 #[tokio::test]
 async fn turning_discovery_off_by_reload_drops_the_discovered_servers() {
     let nodes = three_data_nodes().await;
-    let mut rh = Roundhouse::start(&config(discovering(&[&nodes[0]], 3)).yaml()).await;
+    let mut rh = Roundhouse::start(&es_config(discovering(&[&nodes[0]], 3)).yaml()).await;
     all_up(&mut rh, 3).await;
     let admin = rh.admin().await;
     let s = Scrape::from(admin).await;
@@ -864,7 +357,7 @@ async fn turning_discovery_off_by_reload_drops_the_discovered_servers() {
         .server("es-1", nodes[0].addr())
         .check("cluster_name", "prod")
         .check("min_nodes", "2");
-    let ready = rh.reload(&config(plain).yaml()).await;
+    let ready = rh.reload(&es_config(plain).yaml()).await;
     assert!(
         ready.contains("STATUS=serving 1 listener; es: 1/1 servers up"),
         "{ready}"
@@ -913,7 +406,7 @@ async fn turning_discovery_off_by_reload_drops_the_discovered_servers() {
 async fn a_reload_keeps_discovered_servers_and_their_state() {
     let nodes = three_data_nodes().await;
     let backend = discovering(&[&nodes[0]], 3);
-    let mut rh = Roundhouse::start(&config(backend.clone()).yaml()).await;
+    let mut rh = Roundhouse::start(&es_config(backend.clone()).yaml()).await;
     all_up(&mut rh, 3).await;
     let addr = rh.listener("es").await;
     let admin = rh.admin().await;
@@ -928,7 +421,7 @@ async fn a_reload_keeps_discovered_servers_and_their_state() {
 
     // another setting changes: the discovery task is told, and asks at once
     let ready = rh
-        .reload(&config(backend.with("retries", "1")).yaml())
+        .reload(&es_config(backend.with("retries", "1")).yaml())
         .await;
     assert!(
         ready.contains("STATUS=serving 1 listener; es: 3/3 servers up"),
@@ -941,12 +434,14 @@ async fn a_reload_keeps_discovered_servers_and_their_state() {
         ) > unchanged_before
     })
     .await;
-    rh.log_barrier().await;
+    // every STATUS line since the reload started
+    rh.notify.drain();
     assert!(
         !rh.notify.messages.iter().any(|m| m.contains("DEGRADED")),
         "no flapping: {:#?}",
         rh.notify.messages
     );
+    rh.log_barrier().await;
     assert_eq!(rh.stderr.count("joined at"), 2, "nobody joined again");
     assert_eq!(rh.stderr.count("left the server set"), 0);
     let up_lines = rh
@@ -978,7 +473,7 @@ async fn a_reload_keeps_discovered_servers_and_their_state() {
 #[tokio::test]
 async fn a_discovered_node_written_into_the_file_becomes_a_seed_and_keeps_its_counters() {
     let nodes = three_data_nodes().await;
-    let mut rh = Roundhouse::start(&config(discovering(&[&nodes[0]], 1)).yaml()).await;
+    let mut rh = Roundhouse::start(&es_config(discovering(&[&nodes[0]], 1)).yaml()).await;
     all_up(&mut rh, 3).await;
     let addr = rh.listener("es").await;
     let admin = rh.admin().await;
@@ -986,7 +481,7 @@ async fn a_discovered_node_written_into_the_file_becomes_a_seed_and_keeps_its_co
     assert_eq!(seen.get("es-2"), Some(&3));
 
     let ready = rh
-        .reload(&config(discovering(&[&nodes[0], &nodes[1]], 1)).yaml())
+        .reload(&es_config(discovering(&[&nodes[0], &nodes[1]], 1)).yaml())
         .await;
     assert!(
         ready.contains("STATUS=serving 1 listener; es: 3/3 servers up"),
