@@ -89,6 +89,47 @@ fn packaged_config_refuses_until_enabled() {
 }
 
 #[test]
+fn packaged_examples_of_balance_roles_and_discovery_are_valid_once_uncommented() {
+    let text = std::fs::read_to_string(PACKAGED).unwrap();
+    let keys = [
+        "cluster_name:",
+        "min_nodes:",
+        "balance:",
+        "roles:",
+        "exclude_dedicated_masters:",
+        "require:",
+        "discovery:",
+        "type: elasticsearch",
+        "interval: 30s",
+        "forget_after:",
+    ];
+    let uncommented: Vec<String> = text
+        .replace("enabled: false", "enabled: true")
+        .lines()
+        .map(|l| {
+            let indent = l.len() - l.trim_start().len();
+            match l.trim_start().strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.trim_start().starts_with(k)) => {
+                    format!("{}{rest}", &l[..indent])
+                }
+                _ => l.to_owned(),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), &uncommented.join("\n"));
+    let (code, stdout, stderr) = run_cli(&["check", "--config", &path], &[]);
+    assert_eq!(code, 0, "{stderr}\n{}", uncommented.join("\n"));
+    for shown in [
+        "balance: least_connections",
+        "roles: dedicated masters (cluster managers) kept out; a node needs data",
+        "discovery: elasticsearch, GET /_nodes/_all/http of a node that passes its check every 30s",
+    ] {
+        assert!(stdout.contains(shown), "{shown:?} not in:\n{stdout}");
+    }
+}
+
+#[test]
 fn missing_file_is_named() {
     let (code, _, stderr) = run_cli(&["run", "--config", "/nonexistent/roundhouse.yaml"], &[]);
     assert_eq!(code, 78);

@@ -32,6 +32,12 @@ pub struct Behaviour {
     pub publish: Option<String>,
     /// The other nodes of its cluster, as `/_nodes/_all/http` lists them besides itself.
     pub peers: Vec<Peer>,
+    /// `/_nodes` answers 403, as to a user without the cluster monitor privilege, while the
+    /// health endpoint still answers.
+    pub nodes_refused: bool,
+    /// The cluster name its `/_nodes` answers give, when not its own. No real node does this;
+    /// it stands for an answer about another cluster, which discovery must refuse.
+    pub nodes_cluster_name: Option<String>,
 }
 
 /// Another node of a fake node's cluster.
@@ -166,7 +172,7 @@ pub fn nodes_body(name: &str, addr: SocketAddr, b: &Behaviour, all: bool) -> Str
     }
     serde_json::json!({
         "_nodes": {"total": nodes.len(), "successful": nodes.len(), "failed": 0},
-        "cluster_name": b.cluster_name,
+        "cluster_name": b.nodes_cluster_name.as_ref().unwrap_or(&b.cluster_name),
         "nodes": nodes,
     })
     .to_string()
@@ -180,6 +186,20 @@ pub fn not_found_body(path: &str) -> String {
             "reason": format!("no such index [{}]", path.trim_start_matches('/'))
         },
         "status": 404
+    })
+    .to_string()
+}
+
+/// What a secured node answers a user who lacks the cluster monitor privilege.
+pub fn forbidden_body() -> String {
+    let reason = "action [cluster:monitor/nodes/info] is unauthorized for user [roundhouse] with effective roles [] on indices [], this action is granted by the cluster privileges [monitor,manage,all]";
+    serde_json::json!({
+        "error": {
+            "root_cause": [{"type": "security_exception", "reason": reason}],
+            "type": "security_exception",
+            "reason": reason
+        },
+        "status": 403
     })
     .to_string()
 }

@@ -1,7 +1,8 @@
-//! A stand-in Elasticsearch node: an HTTP (or HTTPS) server answering `/`, `/_cluster/health`
-//! and `/_nodes/http` with the JSON shapes Elasticsearch 8 uses, whose answers can be switched
-//! at run time (colour, cluster name, node count, hang, 503, garbage), and which can require
-//! credentials like a secured cluster. The demo runs three of them; the integration tests use
+//! A stand-in Elasticsearch node: an HTTP (or HTTPS) server answering `/`, `/_cluster/health`,
+//! `/_nodes/_local/http` and `/_nodes/_all/http` with the JSON shapes Elasticsearch 8 uses, whose
+//! answers can be switched at run time (colour, cluster name, node count, hang, 503, garbage,
+//! roles, publish address, the other nodes it lists, a `/_nodes` refused with 403), and which
+//! can require credentials like a secured cluster. The demo runs three of them; the integration tests use
 //! them as backends.
 
 use std::convert::Infallible;
@@ -39,6 +40,7 @@ pub struct FakeNode {
     addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
     health_requests: Arc<AtomicU64>,
+    nodes_requests: Arc<AtomicU64>,
     last_health_query: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
     accepting: Option<tokio::task::JoinHandle<()>>,
@@ -83,8 +85,11 @@ impl FakeNode {
                 roles: ["data", "ingest", "master"].map(String::from).to_vec(),
                 publish: None,
                 peers: Vec::new(),
+                nodes_refused: false,
+                nodes_cluster_name: None,
             })),
             health_requests: Arc::new(AtomicU64::new(0)),
+            nodes_requests: Arc::new(AtomicU64::new(0)),
             last_health_query: Arc::new(Mutex::new(None)),
             stop: CancellationToken::new(),
             accepting: None,
@@ -94,6 +99,7 @@ impl FakeNode {
             addr,
             behaviour: node.behaviour.clone(),
             health_requests: node.health_requests.clone(),
+            nodes_requests: node.nodes_requests.clone(),
             last_health_query: node.last_health_query.clone(),
             authorization: security.authorization.map(Arc::new),
             tls,
@@ -140,6 +146,12 @@ impl FakeNode {
         self.health_requests.load(Ordering::Relaxed)
     }
 
+    /// How many times the node was asked for all the cluster's nodes (`/_nodes/_all/http`), as
+    /// discovery asks.
+    pub fn nodes_requests(&self) -> u64 {
+        self.nodes_requests.load(Ordering::Relaxed)
+    }
+
     /// The query string of the last health request (`local=true`, ...).
     pub fn last_health_query(&self) -> Option<String> {
         self.last_health_query
@@ -172,6 +184,7 @@ struct Ctx {
     addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
     health_requests: Arc<AtomicU64>,
+    nodes_requests: Arc<AtomicU64>,
     last_health_query: Arc<Mutex<Option<String>>>,
     authorization: Option<Arc<Vec<String>>>,
     tls: Option<TlsAcceptor>,
@@ -275,14 +288,20 @@ async fn answer(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Full<Bytes>
             }
         }
         "/" => json(StatusCode::OK, answers::root_body(&ctx.name, &b)),
+        p if p.starts_with("/_nodes") && b.nodes_refused => {
+            json(StatusCode::FORBIDDEN, answers::forbidden_body())
+        }
         "/_nodes/_local/http" | "/_nodes/_local" => json(
             StatusCode::OK,
             answers::nodes_body(&ctx.name, ctx.addr, &b, false),
         ),
-        "/_nodes/http" | "/_nodes/_all/http" | "/_nodes" => json(
-            StatusCode::OK,
-            answers::nodes_body(&ctx.name, ctx.addr, &b, true),
-        ),
+        "/_nodes/http" | "/_nodes/_all/http" | "/_nodes" => {
+            ctx.nodes_requests.fetch_add(1, Ordering::Relaxed);
+            json(
+                StatusCode::OK,
+                answers::nodes_body(&ctx.name, ctx.addr, &b, true),
+            )
+        }
         path => json(StatusCode::NOT_FOUND, answers::not_found_body(path)),
     };
     Ok(reply)

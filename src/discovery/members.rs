@@ -42,6 +42,8 @@ pub enum Change {
         member: Member,
         from: Publish,
     },
+    /// Now a configured server (a reload wrote it into the file): no longer discovery's.
+    Configured(Member),
     /// Listed by the cluster, but not a server of this backend.
     Ignored {
         id: NodeId,
@@ -61,6 +63,14 @@ pub fn apply(
     passing: impl Fn(&NodeId) -> bool,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
+    // a member the file now lists is a seed: neither absent nor left, just configured
+    tracked.retain(|t| {
+        let seed = seeds.ids.contains(&t.member.id) || seeds.addrs.contains(&t.member.publish.addr);
+        if seed {
+            changes.push(Change::Configured(t.member.clone()));
+        }
+        !seed
+    });
     let mut listed = HashSet::new();
     for node in &answer.nodes {
         let is_seed = seeds.ids.contains(&node.id)
@@ -315,6 +325,27 @@ mod tests {
         assert!(
             matches!(&c[..], [Change::Moved { member, from }] if member.id.0 == "a"
                 && from.addr == "10.0.0.2:9200".parse().unwrap()),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn a_member_written_into_the_file_is_configured_not_left() {
+        let mut tracked = Vec::new();
+        let a = answer(vec![
+            node("s", "es-1", &["data"], Some("10.0.0.1:9200")),
+            node("a", "es-2", &["data"], Some("10.0.0.2:9200")),
+        ]);
+        let one_seed = seed("10.0.0.1:9200");
+        apply(&mut tracked, &a, &one_seed, &default_roles(), 1, |_| true);
+        assert_eq!(names(&tracked), ["es-2"]);
+        // a reload lists es-2 too; its own check knows it by the id the cluster gives it
+        let mut two_seeds = seed("10.0.0.1:9200");
+        two_seeds.ids.insert(NodeId("a".into()));
+        let c = apply(&mut tracked, &a, &two_seeds, &default_roles(), 1, |_| false);
+        assert!(tracked.is_empty());
+        assert!(
+            matches!(&c[..], [Change::Configured(m)] if &*m.name == "es-2"),
             "{c:?}"
         );
     }

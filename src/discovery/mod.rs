@@ -293,6 +293,10 @@ impl Discovery {
                     metrics.discovery_change(DiscoveryChange::Moved).inc();
                     tracing::info!(backend = %b, server = %m.name, node_id = %m.id, "node {} (id {}) moved from {} to {}", m.name, m.id, from.text, m.publish.text);
                 }
+                Change::Configured(m) => {
+                    changed = true;
+                    tracing::info!(backend = %b, server = %m.name, node_id = %m.id, "node {} (id {}) is listed in the configuration file now: a configured server", m.name, m.id);
+                }
                 Change::Ignored { id, name, why } => {
                     if self.ignored.insert(id.clone()) {
                         tracing::info!(backend = %b, node = %name, node_id = %id, reason = %why, "node {name} is not a server of this backend");

@@ -266,7 +266,7 @@ impl Control {
                 }
                 _ = self.supervisor.next_exit() => {}
                 _ = self.discoverers.next_exit() => {}
-                Some(update) = self.discovered.recv() => self.apply_discovered(update),
+                Some(update) = self.discovered.recv() => self.apply_discovered(update).await,
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     // Only vouch for the process when every worker's event loop has moved.
                     let now = self.workers.heartbeats();
@@ -283,13 +283,16 @@ impl Control {
     }
 
     /// Swaps in a snapshot with a backend's newly discovered servers, the same atomic way a
-    /// reload does: servers that stay keep their state, new ones are checked at once.
-    fn apply_discovered(&mut self, update: discovery::Update) {
+    /// reload does: servers that stay keep their state, and new ones are checked before the
+    /// swap, so that a node joining never shows as a server "not checked yet" (a DEGRADED
+    /// STATUS line for every join, seen in `tests/discovery.rs`).
+    async fn apply_discovered(&mut self, update: discovery::Update) {
         let old = self.shared.running.load_full();
         let mut discovered = old.discovered.clone();
         discovered.insert(update.backend, update.members);
         let new = state::rebuild(&old, discovered, &self.shared.metrics, &self.shared.changes);
         self.supervisor.apply(check_plans(&new.backends));
+        first_round(&self.shared, &new.backends).await;
         self.shared.running.store(Arc::new(new));
         self.retire(&old);
         self.refresh_status();

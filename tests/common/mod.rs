@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod monitoring;
 pub mod net;

@@ -77,3 +77,76 @@ pub fn server<'a>(
         })
         .unwrap_or_else(|| panic!("no server {backend}/{name} in {status:#}"))
 }
+
+/// How often the `until` helpers look again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Scrape {
+    /// Scrapes until `ready` holds (a gauge reaching a value, a counter passing one); panics
+    /// with the last scrape when it does not within `SOON`.
+    pub async fn until(admin: SocketAddr, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = tokio::time::Instant::now() + crate::common::SOON;
+        loop {
+            let s = Scrape::from(admin).await;
+            if ready(&s) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {:?}; metrics were:\n{}",
+                crate::common::SOON,
+                s.text
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The sum of every sample of `name` whose labels include these.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let want: Vec<String> = labels.iter().map(|(l, v)| format!("{l}=\"{v}\"")).collect();
+        self.samples
+            .iter()
+            .filter(|(k, _)| {
+                let (n, rest) = k.split_once('{').unwrap_or((k, "}"));
+                n == name && want.iter().all(|w| rest.contains(w.as_str()))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Reads `/status` until `ready` holds; panics with the last one when it does not within `SOON`.
+pub async fn status_until(
+    admin: SocketAddr,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + crate::common::SOON;
+    loop {
+        let s = status(admin).await;
+        if ready(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {:?}; /status was:\n{s:#}",
+            crate::common::SOON
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The `/status` entry of one server, if the backend has it.
+pub fn find_server<'a>(
+    status: &'a serde_json::Value,
+    backend: &str,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    status["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == backend)?["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
