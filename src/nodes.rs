@@ -43,6 +43,9 @@ pub struct Publish {
 pub struct NodesAnswer {
     pub cluster_name: String,
     pub nodes: Vec<NodeInfo>,
+    /// Members that did not answer in time (`_nodes.failures`): in the cluster, but not
+    /// described in this answer.
+    pub failed: Vec<NodeId>,
 }
 
 /// Why an answer could not be read.
@@ -56,8 +59,21 @@ pub enum NodesError {
 
 #[derive(Deserialize)]
 struct RawAnswer {
+    #[serde(rename = "_nodes")]
+    header: Option<RawHeader>,
     cluster_name: String,
     nodes: std::collections::BTreeMap<String, RawNode>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    #[serde(default)]
+    failures: Vec<RawFailure>,
+}
+
+#[derive(Deserialize)]
+struct RawFailure {
+    node_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,9 +109,16 @@ pub fn parse(body: &[u8]) -> Result<NodesAnswer, NodesError> {
                 .and_then(|text| publish_addr(&text).map(|addr| Publish { text, addr })),
         })
         .collect();
+    let failed = raw
+        .header
+        .into_iter()
+        .flat_map(|h| h.failures)
+        .filter_map(|f| f.node_id.map(NodeId))
+        .collect();
     Ok(NodesAnswer {
         cluster_name: raw.cluster_name,
         nodes,
+        failed,
     })
 }
 
@@ -198,6 +221,14 @@ mod tests {
             "127.0.0.1:40002".parse().unwrap()
         );
         assert_eq!(by("t1").publish, None, "no http section");
+    }
+
+    #[test]
+    fn members_that_did_not_answer_are_named() {
+        let body = br#"{"_nodes":{"total":2,"successful":1,"failed":1,"failures":[{"type":"failed_node_exception","reason":"Failed node [z9]","node_id":"z9","caused_by":{"type":"receive_timeout_transport_exception","reason":"timed out"}}]},"cluster_name":"prod","nodes":{"a1":{"name":"n1","roles":["data"],"http":{"publish_address":"127.0.0.1:9200"}}}}"#;
+        let a = parse(body).expect("parses");
+        assert_eq!(a.failed, vec![NodeId("z9".into())]);
+        assert_eq!(a.nodes.len(), 1);
     }
 
     #[test]

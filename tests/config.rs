@@ -399,3 +399,39 @@ fn malformed_configs_through_the_binary_exit_78_and_never_panic() {
     );
     assert_eq!(code, 78, "a directory is not a config: {stderr}");
 }
+
+#[test]
+fn discovery_is_only_for_checks_that_name_the_cluster_and_a_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |checks: &[(&str, &str)]| {
+        let backend = checks.iter().fold(
+            Backend::new("es")
+                .server("es-1", "127.0.0.1:9200".parse().unwrap())
+                .with("discovery", "elasticsearch"),
+            |b, (k, v)| b.check(k, v),
+        );
+        let yaml = ConfigBuilder::new()
+            .listener("es", "es")
+            .backend(backend)
+            .yaml();
+        let path = write(dir.path(), &yaml);
+        run_cli(&["check", "--config", &path], &[])
+    };
+    let (code, _, err) = with(&[("min_nodes", "2")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("backends[0].discovery: needs health_check.cluster_name"),
+        "{err}"
+    );
+    let (code, _, err) = with(&[("cluster_name", "prod")]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("backends[0].discovery: needs health_check.min_nodes of 2 or more"),
+        "{err}"
+    );
+    let (code, _, err) = with(&[("cluster_name", "prod"), ("min_nodes", "1")]);
+    assert_eq!(code, 78, "{err}");
+    let (code, out, err) = with(&[("cluster_name", "prod"), ("min_nodes", "2")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("discovery: elasticsearch"), "{out}");
+}

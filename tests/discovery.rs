@@ -99,11 +99,11 @@ async fn a_node_that_joins_gets_clients_without_a_reload() {
     let took = joined_at.elapsed();
     eprintln!(
         "es-4 got its first client {took:?} after it joined the cluster ({served} clients before; \
-         discovery every 300ms, checks every 200ms)"
+         discovery every 300ms, checks every 500ms)"
     );
     // interval + rise × check interval, and room for a busy machine
     assert!(
-        took < Duration::from_millis(300 + 2 * 200 + 1000),
+        took < Duration::from_millis(300 + 2 * 500 + 1000),
         "{took:?}"
     );
     rh.stderr.wait_for(&[&joined(&nodes[3])], SOON).await;
@@ -123,10 +123,8 @@ async fn a_joining_node_is_checked_before_it_enters_the_server_set() {
     link(&nodes.iter().collect::<Vec<_>>());
     all_up(&mut rh, 4).await;
     // a node joining is no degradation: the STATUS line goes from all up to all up
-    rh.notify.drain();
-    let statuses: Vec<&str> = rh
-        .notify
-        .messages
+    let messages = rh.notify.messages();
+    let statuses: Vec<&str> = messages
         .iter()
         .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
         .collect();
@@ -147,29 +145,33 @@ async fn a_stopped_node_leaves_rotation_at_once_and_the_server_set_after_forget_
     // the cluster no longer lists es-3, and es-3 is gone
     link(&[&nodes[0], &nodes[1]]);
     let es3 = nodes.pop().expect("es-3");
-    let es3_addr = es3.addr();
     es3.stop().await;
     let stopped = Instant::now();
 
+    // es-3 answered at that address before: a node that stopped, not a bad publish address
     let status = rh
         .notify
-        .wait_status(&["DEGRADED", "es-3: publishes"], SOON)
+        .wait_status(&["DEGRADED", "es-3: connection refused"], SOON)
         .await;
     let out_of_rotation = stopped.elapsed();
     assert_eq!(
         status,
-        format!(
-            "DEGRADED: es: 2/3 servers up (es-3: publishes {es3_addr}, which does not answer \
-             (connection refused; a container-internal address? set http.publish_host on the node))"
-        )
+        "DEGRADED: es: 2/3 servers up (es-3: connection refused)"
     );
     let line = rh
         .stderr
         .wait_for(&["node es-3 (id node-es-3) left the server set"], SOON)
         .await;
     let left = stopped.elapsed();
+    // at least forget_after answers (more when its checks took longer to fail than that)
+    let absent: u32 = line
+        .split("absent from ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no absence count in {line}"));
     assert!(
-        line.contains("absent from 3 answers in a row and failing its checks"),
+        absent >= 3 && line.contains("answers in a row and failing its checks"),
         "{line}"
     );
     let status = rh.notify.wait_status(&["serving"], SOON).await;
@@ -437,9 +439,9 @@ async fn a_reload_keeps_discovered_servers_and_their_state() {
     // every STATUS line since the reload started
     rh.notify.drain();
     assert!(
-        !rh.notify.messages.iter().any(|m| m.contains("DEGRADED")),
+        !rh.notify.messages().iter().any(|m| m.contains("DEGRADED")),
         "no flapping: {:#?}",
-        rh.notify.messages
+        rh.notify.messages()
     );
     rh.log_barrier().await;
     assert_eq!(rh.stderr.count("joined at"), 2, "nobody joined again");

@@ -208,10 +208,15 @@ async fn a_discovered_node_that_stops_is_refused_not_suspected_of_a_bad_publish_
         roles: vec!["data".into()],
         publish: Some(nobody.to_string()),
     };
-    seed.set(|b| b.peers = vec![es2.as_peer(), es3]);
+    seed.set(|b| {
+        b.peers = vec![es2.as_peer(), es3];
+        b.number_of_nodes = 3;
+    });
+    es2.set(|b| b.number_of_nodes = 3);
     let es = Backend::new("es")
         .server("es-1", seed.addr())
         .check("cluster_name", "prod")
+        .check("min_nodes", "2")
         .with("discovery", "{ type: elasticsearch, interval: 200ms }");
     let mut rh = serve(es).await;
     // never reached at its address: the hint fits

@@ -904,7 +904,7 @@ async fn a_node_restarted_on_a_new_http_port_keeps_its_name_and_counters() {
 
     let new_port = free_port();
     rh.notify.drain();
-    rh.notify.messages.clear();
+    rh.notify.clear();
     let restarting = Instant::now();
     cluster
         .restart("n3", &[format!("http.port={new_port}")])
@@ -931,7 +931,8 @@ async fn a_node_restarted_on_a_new_http_port_keeps_its_name_and_counters() {
     eprintln!(
         "n3 restarted from {old} to {}: HTTP ready after {http_ready:?}, moved after \
          {moved_after:?} ({moved}), back in rotation after {back:?}; statuses meanwhile: {:?}",
-        n3.http, rh.notify.messages
+        n3.http,
+        rh.notify.messages()
     );
     assert_served_by(addr, 9, &["n1", "n2", "n3"]).await;
     assert_eq!(

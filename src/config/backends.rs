@@ -314,6 +314,13 @@ impl Validator<'_> {
             );
             return None;
         }
+        if es.min_nodes.is_none_or(|n| n < 2) {
+            self.err(
+                path,
+                "needs health_check.min_nodes of 2 or more: without it a node that elected itself master of a cluster of one passes its check and would be asked for the cluster's nodes",
+            );
+            return None;
+        }
         let interval = interval.map_or(DEFAULT_DISCOVERY_INTERVAL, |d| d.0);
         if interval.is_zero() {
             self.err(&path.field("interval"), "expected a duration above zero");

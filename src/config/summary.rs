@@ -85,14 +85,6 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
                     format_duration(d.interval),
                     d.forget_after
                 );
-                if let CheckKind::Elasticsearch(es) = &b.health_check.kind
-                    && es.min_nodes.is_none()
-                {
-                    let _ = writeln!(
-                        s,
-                        "    note: without health_check.min_nodes, a node isolated from its cluster still passes its check and may be asked (its small answer never drops servers that pass their checks)"
-                    );
-                }
             }
             None => {
                 let _ = writeln!(

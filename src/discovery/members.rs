@@ -127,6 +127,11 @@ pub fn apply(
         if listed.contains(&t.member.id) {
             return true;
         }
+        // a member that did not answer in time is still a member: not absent
+        if answer.failed.contains(&t.member.id) {
+            t.absent = 0;
+            return true;
+        }
         t.absent = t.absent.saturating_add(1);
         if t.absent < forget_after || passing(&t.member.id) {
             return true;
@@ -200,6 +205,7 @@ mod tests {
         NodesAnswer {
             cluster_name: "prod".into(),
             nodes,
+            failed: Vec::new(),
         }
     }
 
@@ -307,6 +313,24 @@ mod tests {
                 && why == "absent from 3 answers in a row and failing its checks"),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn a_member_that_did_not_answer_in_time_is_not_absent() {
+        let mut tracked = Vec::new();
+        let none = Seeds::default();
+        let full = answer(vec![
+            node("a", "es-2", &["data"], Some("10.0.0.2:9200")),
+            node("b", "es-3", &["data"], Some("10.0.0.3:9200")),
+        ]);
+        let mut slow = answer(vec![node("a", "es-2", &["data"], Some("10.0.0.2:9200"))]);
+        slow.failed = vec![NodeId("b".into())];
+        apply(&mut tracked, &full, &none, &default_roles(), 1, |_| false);
+        // failing its checks (paused), yet listed as failed: it stays, whatever forget_after
+        for _ in 0..3 {
+            assert!(apply(&mut tracked, &slow, &none, &default_roles(), 1, |_| false).is_empty());
+        }
+        assert_eq!(names(&tracked), ["es-2", "es-3"]);
     }
 
     #[test]

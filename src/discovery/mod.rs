@@ -359,15 +359,18 @@ async fn ask(config: &BackendConfig, server: &Server) -> Result<NodesAnswer, Str
     );
     let timeout = config.health_check.timeout.max(MIN_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
-    let answers =
-        tokio::time::timeout_at(deadline, get(&target, &[NODES_ALL], MAX_ANSWER, deadline))
-            .await
-            .map_err(|_| {
-                format!(
-                    "GET {NODES_ALL} timed out after {}",
-                    humantime::format_duration(timeout)
-                )
-            })??;
+    // The node asks every other node; one that hangs (a GC pause, a frozen VM) would hold the
+    // whole answer. With half our time as the cluster's own timeout, such a node comes back as
+    // failed (still a member) instead, and the answer in time.
+    let path = format!("{NODES_ALL}?timeout={}ms", timeout.as_millis() / 2);
+    let answers = tokio::time::timeout_at(deadline, get(&target, &[&path], MAX_ANSWER, deadline))
+        .await
+        .map_err(|_| {
+            format!(
+                "GET {NODES_ALL} timed out after {}",
+                humantime::format_duration(timeout)
+            )
+        })??;
     let (status, body) = answers
         .into_iter()
         .next()

@@ -145,6 +145,12 @@ impl NotifySocket {
         self.from = self.seen;
     }
 
+    /// Counts every message received so far as looked at: a [`NotifySocket::clear`] after it
+    /// forgets them all.
+    pub fn drain(&mut self) {
+        self.seen = self.received.lock().unwrap().len();
+    }
+
     /// Waits for a message containing every needle (messages since the last clear count too).
     pub async fn wait_for(&mut self, needles: &[&str], timeout: Duration) -> String {
         let found = |m: &String| needles.iter().all(|n| m.contains(n));
