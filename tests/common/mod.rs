@@ -5,6 +5,8 @@
 
 pub mod certs;
 pub mod config;
+pub mod httpd;
+pub mod keepalive;
 pub mod monitoring;
 pub mod net;
 pub mod opensearch;
