@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::httpd::{HttpServer, reply};
-use common::keepalive::{KeepAlive, change};
-use common::scrape::{server, status};
+use common::keepalive::{KeepAlive, change, idle_closes};
+use common::scrape::{server, server_until, status};
 use common::*;
 use roundhouse::config::ClusterStatus;
 
@@ -60,35 +60,6 @@ async fn next_requests_go_elsewhere(addr: SocketAddr, left: &str) {
     }
 }
 
-/// The idle close was counted with its reason.
-async fn counted(admin: SocketAddr, backend: &str, server: &str, reason: &str, n: u64) {
-    let labels = [("backend", backend), ("server", server), ("reason", reason)];
-    Scrape::until(
-        admin,
-        "roundhouse_server_idle_closes_total",
-        &labels,
-        n as f64,
-    )
-    .await;
-}
-
-/// Polls `/status` until a field of a server has the value `want`.
-async fn status_until(admin: SocketAddr, backend: &str, name: &str, field: &str, want: i64) {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
-        let st = status(admin).await;
-        if server(&st, backend, name)[field] == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{backend}/{name} {field} is not {want}: {:#}",
-            server(&st, backend, name)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_idle_pooled_connection_closes_within_milliseconds_of_a_drain() {
     let nodes = three_nodes().await;
@@ -100,7 +71,7 @@ async fn an_idle_pooled_connection_closes_within_milliseconds_of_a_drain() {
     println!("drain -> idle pooled connection closed: {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     next_requests_go_elsewhere(addr, &name).await;
-    counted(admin, "es", &name, "drain", 1).await;
+    idle_closes(admin, "es", &name, "drain", 1).await;
     let st = status(admin).await;
     let s = server(&st, "es", &name);
     assert_eq!(
@@ -125,8 +96,8 @@ async fn an_idle_pooled_connection_closes_when_its_server_goes_into_maint() {
     println!("maint -> idle pooled connection closed: {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     next_requests_go_elsewhere(addr, &name).await;
-    counted(admin, "es", &name, "maint", 1).await;
-    counted(admin, "es", &name, "drain", 0).await;
+    idle_closes(admin, "es", &name, "maint", 1).await;
+    idle_closes(admin, "es", &name, "drain", 0).await;
 }
 
 #[tokio::test]
@@ -156,7 +127,7 @@ async fn an_idle_pooled_connection_closes_when_its_server_goes_down_by_its_check
     );
     assert!(after < Duration::from_secs(1), "{after:?}");
     next_requests_go_elsewhere(addr, &name).await;
-    counted(admin, "es", &name, "down", 1).await;
+    idle_closes(admin, "es", &name, "down", 1).await;
 }
 
 #[tokio::test]
@@ -203,7 +174,7 @@ async fn a_request_in_flight_is_answered_completely_before_the_close() {
     busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
         .await;
     busy.expect(now).await;
-    status_until(admin, "web", "a", "requests_in_flight", 1).await;
+    server_until(admin, "web", "a", "requests_in_flight", 1).await;
 
     let started = Instant::now();
     change(admin, "web", "a", "drain").await;
@@ -216,8 +187,8 @@ async fn a_request_in_flight_is_answered_completely_before_the_close() {
     println!(
         "drain: idle connection closed after {idle_took:?}; busy one {took:?} after its last response byte"
     );
-    counted(admin, "web", "a", "drain", 2).await;
-    status_until(admin, "web", "a", "requests_in_flight", 0).await;
+    idle_closes(admin, "web", "a", "drain", 2).await;
+    server_until(admin, "web", "a", "requests_in_flight", 0).await;
     let (_, name) = KeepAlive::pooled(addr, "/name").await;
     assert_eq!(name, "b");
 }
@@ -237,7 +208,7 @@ async fn a_half_sent_request_is_answered_before_the_close() {
     busy.expect(&reply("a", "GET", "/bytes/1000", b"").wire)
         .await;
     busy.closed(Instant::now()).await;
-    counted(admin, "web", "a", "drain", 2).await;
+    idle_closes(admin, "web", "a", "drain", 2).await;
 }
 
 #[tokio::test]
@@ -245,7 +216,7 @@ async fn a_connection_that_never_carried_a_request_is_left_to_its_client() {
     let a = HttpServer::start("a").await;
     let (_rh, addr, admin) = over_servers(&[&a]).await;
     let mut fresh = KeepAlive::connect(addr).await;
-    status_until(admin, "web", "a", "active_connections", 1).await;
+    server_until(admin, "web", "a", "active_connections", 1).await;
     let (mut idle, _) = KeepAlive::pooled(addr, "/name").await;
     let started = Instant::now();
     change(admin, "web", "a", "drain").await;
@@ -254,7 +225,7 @@ async fn a_connection_that_never_carried_a_request_is_left_to_its_client() {
     fresh.stays_open(WATCH).await;
     assert_eq!(fresh.get("/name").await.name(), "a");
     fresh.closed(Instant::now()).await;
-    counted(admin, "web", "a", "drain", 2).await;
+    idle_closes(admin, "web", "a", "drain", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,8 +327,8 @@ async fn http_aware_false_keeps_the_byte_relay() {
         (&1.into(), &1.into(), &0.into()),
         "{s:#}"
     );
-    counted(admin, "plain", &name, "drain", 0).await;
+    idle_closes(admin, "plain", &name, "drain", 0).await;
     drop(relayed);
-    status_until(admin, "plain", &name, "active_connections", 0).await;
-    status_until(admin, "plain", &name, "byte_relay_connections", 0).await;
+    server_until(admin, "plain", &name, "active_connections", 0).await;
+    server_until(admin, "plain", &name, "byte_relay_connections", 0).await;
 }

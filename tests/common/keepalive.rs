@@ -238,3 +238,11 @@ pub async fn change(admin: SocketAddr, backend: &str, server: &str, action: &str
         .expect("POST to the admin endpoint");
     assert_eq!(code, 200, "{path}: {body}");
 }
+
+/// Waits until `n` connections of the server have been closed at an idle point for `reason`
+/// (`roundhouse_server_idle_closes_total`).
+pub async fn idle_closes(admin: SocketAddr, backend: &str, server: &str, reason: &str, n: u64) {
+    let labels = [("backend", backend), ("server", server), ("reason", reason)];
+    let name = "roundhouse_server_idle_closes_total";
+    crate::common::Scrape::until(admin, name, &labels, n as f64).await;
+}

@@ -100,3 +100,20 @@ pub fn server<'a>(
         })
         .unwrap_or_else(|| panic!("no server {backend}/{name} in {status:#}"))
 }
+
+/// Polls `/status` until a field of a server has the value `want` (at most [`SOON`]).
+pub async fn server_until(admin: SocketAddr, backend: &str, name: &str, field: &str, want: i64) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let st = status(admin).await;
+        if server(&st, backend, name)[field] == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend}/{name} {field} is not {want}: {:#}",
+            server(&st, backend, name)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
