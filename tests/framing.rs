@@ -14,7 +14,7 @@ use common::httpd::{HttpServer, chunked, pattern, reply};
 use common::keepalive::{KeepAlive, change, idle_closes};
 use common::scrape::{server, server_until, status};
 use common::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a connection that must not be closed is watched after the drain has reached the
 /// worker (a pooled connection of the same server has closed by then).
@@ -378,4 +378,45 @@ async fn streams_that_are_not_http_1_fall_back_to_byte_relay_and_end_by_themselv
     server_until(s.admin, "web", "a", "byte_relay_connections", 0).await;
     server_until(s.admin, "web", "a", "active_connections", 0).await;
     idle_closes(s.admin, "web", "a", "drain", 1).await;
+}
+
+#[tokio::test]
+async fn a_fallback_in_the_last_bytes_of_a_connection_is_counted() {
+    // a server that reads the request to the client's FIN, answers with bytes no request asked
+    // for after the response, and closes: the connection ends in the poll that falls back
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00garbage";
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                if s.read_to_end(&mut request).await.is_ok() && !request.is_empty() {
+                    let _ = s.write_all(ANSWER).await;
+                }
+            });
+        }
+    });
+    let backend = Backend::new("web")
+        .server("a", origin)
+        .check("type", "tcp")
+        .with("http_aware", "true");
+    let rh = serve(backend).await;
+    let (addr, admin) = (rh.listener("web").await, rh.admin().await);
+    for n in 1..=10 {
+        let mut c = KeepAlive::connect(addr).await;
+        c.send(b"GET / HTTP/1.1\r\nHost: es\r\n\r\n").await;
+        c.stream.shutdown().await.unwrap();
+        assert_eq!(c.rest().await, ANSWER);
+        server_until(admin, "web", "a", "active_connections", 0).await;
+        let m = Scrape::from(admin).await;
+        let labels = [("backend", "web"), ("server", "a")];
+        assert_eq!(m.get("roundhouse_server_requests_total", &labels), n as f64);
+        let unfollowed = m.sum("roundhouse_server_unfollowed_connections_total");
+        assert_eq!(unfollowed, n as f64, "connection {n}:\n{}", m.text);
+        assert_eq!(
+            m.get("roundhouse_server_byte_relay_connections", &labels),
+            0.0
+        );
+    }
 }

@@ -55,6 +55,15 @@ impl Scrape {
         }
     }
 
+    /// The sum of every sample named `name`, whatever its labels (0 if there is none).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.split('{').next() == Some(name))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// The value of a sample, if present.
     pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples.iter().find_map(|(k, v)| {
