@@ -52,11 +52,14 @@ pub struct After {
     pub head_only: bool,
 }
 
+/// The server's parts, each with when it may be written.
+pub type Down = Vec<(Part, Option<After>)>;
+
 /// One case: what the client sends, what the server answers, and where each is cut.
 #[derive(Debug, Clone)]
 pub struct Case {
     pub up: Vec<Part>,
-    pub down: Vec<(Part, Option<After>)>,
+    pub down: Down,
     /// The requests of a conversation (none for anything: what is followed there depends).
     pub requests: Option<u64>,
     pub up_cuts: Vec<Index>,
@@ -228,7 +231,7 @@ fn exchange() -> impl Strategy<Value = Exchange> {
 }
 
 /// A conversation: exchanges in order; only the last may end at the close.
-fn conversation() -> impl Strategy<Value = (Vec<Part>, Vec<(Part, Option<After>)>, u64)> {
+fn conversation() -> impl Strategy<Value = (Vec<Part>, Down, u64)> {
     prop::collection::vec(exchange(), 1..5).prop_map(|exchanges| {
         let mut up = Vec::new();
         let mut down = Vec::new();
@@ -378,7 +381,7 @@ fn raw() -> impl Strategy<Value = Part> {
     .prop_map(Part::Raw)
 }
 
-fn anything() -> impl Strategy<Value = (Vec<Part>, Vec<(Part, Option<After>)>)> {
+fn anything() -> impl Strategy<Value = (Vec<Part>, Down)> {
     let stream = |message: BoxedStrategy<Part>| {
         prop::collection::vec(prop_oneof![3 => message, 1 => raw()], 1..5)
     };
