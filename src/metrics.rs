@@ -492,7 +492,7 @@ impl Metrics {
             server_unfollowed: counter_vec(
                 &r,
                 "roundhouse_server_unfollowed_connections_total",
-                "Connections to the server whose HTTP framing was not followed, by reason (off, tls, http2, upgrade, malformed, ...).",
+                "Connections to the server whose HTTP framing the relay stopped following, by reason (tls, http2, upgrade, malformed, ...); backends with http_aware: false are not counted here.",
                 &["backend", "server", "reason"],
             ),
             registry: r,

@@ -468,8 +468,13 @@ pub async fn relay(
     .await;
     up.flush_to(&metrics.sent, true);
     down.flush_to(&metrics.received, true);
-    match &followed {
-        Some(f) => f.finish(metrics),
+    match &mut followed {
+        Some(f) => {
+            // the poll that ended the connection returned before counting what it fed the
+            // tracker (a fallback in the last bytes, say)
+            f.account(metrics);
+            f.finish(metrics);
+        }
         None => metrics.byte_relays.dec(),
     }
     Outcome {

@@ -6,6 +6,8 @@
 pub mod certs;
 pub mod cluster;
 pub mod config;
+pub mod httpd;
+pub mod keepalive;
 pub mod monitoring;
 pub mod net;
 pub mod opensearch;

@@ -395,3 +395,12 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A failing test shows what roundhouse logged: most failures are explained there.
+impl Drop for Roundhouse {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- roundhouse stderr ---\n{}", self.stderr.text());
+        }
+    }
+}

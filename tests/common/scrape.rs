@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::common::SOON;
 use crate::common::net::http_get;
 
 /// One scrape of `/metrics`: `name{label="value",...}` -> value.
@@ -30,6 +31,37 @@ impl Scrape {
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.find(name, labels)
             .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{}", self.text))
+    }
+
+    /// Scrapes until the sample has the value `want` (at most [`SOON`]); returns that scrape.
+    pub async fn until(
+        admin: SocketAddr,
+        name: &str,
+        labels: &[(&str, &str)],
+        want: f64,
+    ) -> Scrape {
+        let deadline = tokio::time::Instant::now() + SOON;
+        loop {
+            let s = Scrape::from(admin).await;
+            if s.find(name, labels) == Some(want) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{labels:?} is not {want} within {SOON:?}:\n{}",
+                s.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The sum of every sample named `name`, whatever its labels (0 if there is none).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.split('{').next() == Some(name))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// The value of a sample, if present.
@@ -149,4 +181,21 @@ pub fn find_server<'a>(
         .as_array()?
         .iter()
         .find(|s| s["name"] == name)
+}
+
+/// Polls `/status` until a field of a server has the value `want` (at most [`SOON`]).
+pub async fn server_until(admin: SocketAddr, backend: &str, name: &str, field: &str, want: i64) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let st = status(admin).await;
+        if server(&st, backend, name)[field] == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{backend}/{name} {field} is not {want}: {:#}",
+            server(&st, backend, name)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
