@@ -188,7 +188,7 @@ async fn a_final_response_before_the_continued_content_falls_back_to_byte_relay(
         ("server", "a"),
         ("reason", "expect_continue"),
     ];
-    Scrape::until(
+    Scrape::until_equals(
         s.admin,
         "roundhouse_server_unfollowed_connections_total",
         &labels,
@@ -349,7 +349,7 @@ async fn streams_that_are_not_http_1_fall_back_to_byte_relay_and_end_by_themselv
         c.send(first).await;
         c.expect(first).await;
         let labels = [("backend", "web"), ("server", "a"), ("reason", *reason)];
-        Scrape::until(
+        Scrape::until_equals(
             s.admin,
             "roundhouse_server_unfollowed_connections_total",
             &labels,
@@ -412,7 +412,7 @@ async fn a_fallback_in_the_last_bytes_of_a_connection_is_counted() {
         let m = Scrape::from(admin).await;
         let labels = [("backend", "web"), ("server", "a")];
         assert_eq!(m.get("roundhouse_server_requests_total", &labels), n as f64);
-        let unfollowed = m.sum("roundhouse_server_unfollowed_connections_total");
+        let unfollowed = m.sum("roundhouse_server_unfollowed_connections_total", &[]);
         assert_eq!(unfollowed, n as f64, "connection {n}:\n{}", m.text);
         assert_eq!(
             m.get("roundhouse_server_byte_relay_connections", &labels),

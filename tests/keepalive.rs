@@ -358,7 +358,10 @@ async fn http_aware_false_keeps_the_byte_relay() {
     idle_closes(admin, "plain", &name, "drain", 0).await;
     // a byte relay by configuration: not a connection the relay stopped following
     let m = Scrape::from(admin).await;
-    assert_eq!(m.sum("roundhouse_server_unfollowed_connections_total"), 0.0);
+    assert_eq!(
+        m.sum("roundhouse_server_unfollowed_connections_total", &[]),
+        0.0
+    );
     drop(relayed);
     server_until(admin, "plain", &name, "active_connections", 0).await;
     server_until(admin, "plain", &name, "byte_relay_connections", 0).await;

@@ -173,7 +173,7 @@ async fn counts(admin: SocketAddr) -> (f64, f64) {
     let m = Scrape::from(admin).await;
     let labels = [("backend", "on"), ("server", "s")];
     let requests = m.get("roundhouse_server_requests_total", &labels);
-    let unfollowed = m.sum("roundhouse_server_unfollowed_connections_total");
+    let unfollowed = m.sum("roundhouse_server_unfollowed_connections_total", &[]);
     (requests, unfollowed)
 }
 

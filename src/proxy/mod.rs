@@ -85,6 +85,10 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
         backend.config.http_aware,
     )
     .await;
+    // Closed before anything else: after an idle close, every moment the client's socket stays
+    // open is one in which its next request can arrive, and be reset by the close.
+    drop(client);
+    drop(server_stream);
     if let End::IdleClose(reason) = outcome.end {
         m.idle_closed(reason).inc();
     }

@@ -12,7 +12,8 @@
 //! last response complete, no byte of another request) and its server takes no new connections,
 //! or roundhouse is stopping, the relay ends there: a client's pooled keep-alive connection is
 //! closed between two requests, never in the middle of one, and its next request goes to
-//! another server.
+//! another server. It ends right after a response, or once it has been quiet for `SETTLED`,
+//! never at the moment its client may be writing the next request.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -40,6 +41,14 @@ const BUFFER_SIZE: usize = 16 * 1024;
 const POOL_LIMIT: usize = 256;
 /// Byte counts reach the shared counters at least this often (and when the connection ends).
 const FLUSH_EVERY: u64 = 64 * 1024;
+/// How long a connection must have been quiet before it is closed while idle. Closing a
+/// connection its client has just taken from its pool and is writing a request on resets that
+/// request; a client that sends requests back to back does so within milliseconds of reading
+/// the last answer. So a connection whose server leaves closes right after it completes a
+/// response (its client is still reading it, and finds the connection closed before it reuses
+/// it), or once it has been quiet this long. Measured with opensearch-py (4 threads, back to
+/// back) through a real rolling restart: closing at once reset 1 to 2 requests per 3 drains.
+const SETTLED: Duration = Duration::from_millis(250);
 
 /// Why a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,7 +378,8 @@ fn has_unread(socket: &TcpStream) -> bool {
 
 /// Relays until both directions are finished, one side fails, or nothing moves for `idle`.
 /// With `follow`, tracks the HTTP/1.1 framing and ends at an idle point once `state` says its
-/// server takes no new connections (or the worker is stopping).
+/// server takes no new connections (or the worker is stopping): right after a response, or
+/// after `SETTLED` without a new request.
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
@@ -388,6 +398,8 @@ pub async fn relay(
     }
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
+    // made only when a connection waits to close (rarely): no timer on the way of every one
+    let mut settle: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut last_activity = Instant::now();
     let end = poll_fn(|cx| {
         let moved = (up.total, down.total, up.done, down.done);
@@ -449,7 +461,20 @@ pub async fn relay(
                 if let Some(r) = reason
                     && !has_unread(client_read.as_ref())
                 {
-                    return Poll::Ready(End::IdleClose(r));
+                    // a response completed in this very poll: its client is still reading it
+                    let answered_now = down.total != moved.1;
+                    let settled_at = last_activity + SETTLED;
+                    if answered_now || settled_at <= Instant::now() {
+                        return Poll::Ready(End::IdleClose(r));
+                    }
+                    let timer = settle
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(settled_at)));
+                    if timer.deadline() != settled_at {
+                        timer.as_mut().reset(settled_at);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(End::IdleClose(r));
+                    }
                 }
             }
         }

@@ -244,5 +244,5 @@ pub async fn change(admin: SocketAddr, backend: &str, server: &str, action: &str
 pub async fn idle_closes(admin: SocketAddr, backend: &str, server: &str, reason: &str, n: u64) {
     let labels = [("backend", backend), ("server", server), ("reason", reason)];
     let name = "roundhouse_server_idle_closes_total";
-    crate::common::Scrape::until(admin, name, &labels, n as f64).await;
+    crate::common::Scrape::until_equals(admin, name, &labels, n as f64).await;
 }

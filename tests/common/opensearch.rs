@@ -4,9 +4,10 @@
 //!
 //! Every node is killed when its `Node` is dropped, also when a test fails: no stray JVM.
 
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -73,10 +74,21 @@ pub async fn take_turn() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 /// A port nobody listens on right now (for a transport port that other nodes must know in
-/// advance, or a seed that leads nowhere).
+/// advance, a seed that leads nowhere, or a node's HTTP port that must stay the same across a
+/// restart). Taken below the kernel's ephemeral range: a port from that range can become the
+/// local port of any outgoing connection before the node binds it (or binds it again).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("bound").port()
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let span = u64::from(high - low);
+    let start = RandomState::new().hash_one(std::process::id()) % span;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// What a node is told at start: its cluster, its name, its transport port, where to look for
@@ -122,6 +134,21 @@ impl Node {
     }
 
     async fn start_in(spec: NodeSpec, dir: tempfile::TempDir) -> Node {
+        let (child, stderr, http) = Self::launch(&spec, dir.path(), free_port()).await;
+        Node {
+            name: spec.name.clone(),
+            http,
+            stderr,
+            child,
+            spec,
+            dir,
+        }
+    }
+
+    /// Starts the JVM of a node on `dir` and waits for its READY line; returns the child, its
+    /// stderr and the HTTP address it bound. `spec.settings` come last, so an `http.port` there
+    /// wins over `http_port`.
+    async fn launch(spec: &NodeSpec, dir: &Path, http_port: u16) -> (Child, Lines, SocketAddr) {
         let seeds: Vec<String> = spec
             .seeds
             .iter()
@@ -139,10 +166,10 @@ impl Node {
             "target/classes:target/lib/*",
             "roundhouse.fixture.OpenSearchNode",
         ])
-        .arg(format!("base.dir={}", dir.path().display()))
+        .arg(format!("base.dir={}", dir.display()))
         .arg(format!("cluster.name={}", spec.cluster))
         .arg(format!("node.name={}", spec.name))
-        .arg("http.port=0")
+        .arg(format!("http.port={http_port}"))
         .arg(format!("transport.port={}", spec.transport_port))
         .arg(format!("discovery.seed_hosts={}", seeds.join(",")))
         .arg(format!(
@@ -177,14 +204,36 @@ impl Node {
             ),
         };
         let http = field(&line, "http").parse().expect("READY line has http=");
-        Node {
-            name: spec.name.clone(),
-            http,
-            stderr,
-            spec,
-            child,
-            dir,
+        (child, stderr, http)
+    }
+
+    /// `SIGTERM`, as a service manager stops a node: the node closes itself. Returns its exit
+    /// status once the JVM has exited.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        match tokio::time::timeout(FORMING, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the node"),
+            Err(_) => panic!(
+                "node {} still running {FORMING:?} after SIGTERM; its stderr:\n{}",
+                self.name,
+                self.stderr.text()
+            ),
         }
+    }
+
+    /// Starts the node again once it has exited: same data directory, name, ports and peers, so
+    /// it rejoins its cluster as the node it was. Waits until its HTTP port is ready.
+    pub async fn start_again(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "node {} must have exited before it restarts",
+            self.name
+        );
+        let (child, stderr, http) =
+            Self::launch(&self.spec, self.dir.path(), self.http.port()).await;
+        assert_eq!(http, self.http, "node {} back on its address", self.name);
+        self.child = child;
+        self.stderr = stderr;
     }
 
     /// The node's own view of its cluster (`/_cluster/health?local=true`), as roundhouse asks.

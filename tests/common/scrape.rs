@@ -34,7 +34,7 @@ impl Scrape {
     }
 
     /// Scrapes until the sample has the value `want` (at most [`SOON`]); returns that scrape.
-    pub async fn until(
+    pub async fn until_equals(
         admin: SocketAddr,
         name: &str,
         labels: &[(&str, &str)],
@@ -53,15 +53,6 @@ impl Scrape {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-    }
-
-    /// The sum of every sample named `name`, whatever its labels (0 if there is none).
-    pub fn sum(&self, name: &str) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(k, _)| k.split('{').next() == Some(name))
-            .map(|(_, v)| v)
-            .sum()
     }
 
     /// The value of a sample, if present.
