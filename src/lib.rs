@@ -8,7 +8,8 @@
 //! startup, reload and shutdown and is the only writer of that snapshot. [`metrics`],
 //! [`words`] and [`notify`] report what happens: counters, sentences, and systemd.
 //!
-//! Only what the command line, the tests and the benchmarks use is public.
+//! [`cli`] is the command line's definition, shared by `main.rs` and the generated man page
+//! and completions. Only what the command line, the tests and the benchmarks use is public.
 
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -16,6 +17,7 @@
 pub mod admin;
 pub(crate) mod backend;
 pub mod balancer;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub(crate) mod discovery;

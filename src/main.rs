@@ -1,137 +1,35 @@
 //! The `roundhouse` command line: parse arguments, call into the library, map errors to exit codes.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 use roundhouse::admin::client::{self, ClientError, Endpoint};
-use roundhouse::config::{self, DEFAULT_PATH};
+use roundhouse::cli::generate::{self, Packaging};
+use roundhouse::cli::{AdminArgs, Cli, Command};
+use roundhouse::config;
 use roundhouse::resolve;
 use roundhouse::runtime::{self, RunError};
 use roundhouse::{EXIT_CONFIG, EXIT_FAILURE, demo, logging};
 
-const EXAMPLES: &str = "\
-Examples:
-  roundhouse demo                                  # watch it work: three stand-in nodes, one balancer
-  roundhouse check --config /etc/roundhouse/roundhouse.yaml
-  roundhouse run --config /etc/roundhouse/roundhouse.yaml
-  kill -HUP $(pidof roundhouse)                    # reload the configuration
-  roundhouse status                                # every server: state, reason, connections, bytes
-  roundhouse drain es es-2 --wait                  # rolling restart: drain, wait for 0 connections,
-  roundhouse ready es es-2                         # ... restart the node, then put it back
-
-Exit codes: 0 success, 78 configuration not usable or not enabled, 1 any other failure.";
-
-/// A round-robin TCP load balancer for Elasticsearch clusters.
-#[derive(Parser)]
-#[command(name = "roundhouse", version, after_help = EXAMPLES)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the balancer in the foreground (SIGHUP reloads, SIGTERM drains and stops).
-    Run {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Validate a configuration file and print what it means, like `haproxy -c` or `nginx -t`.
-    Check {
-        /// The configuration file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Show every server: state, since when, last check, connections and bytes.
-    Status {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Print the raw JSON of GET /status instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take a server out of rotation: no new connections; keep-alive connections close between two
-    /// requests (Elasticsearch backends), others when they end.
-    Drain {
-        /// The backend and the server, as named in the configuration.
-        backend: String,
-        server: String,
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Wait until the server has no open connection, so no request in flight (or the timeout
-        /// passes).
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits at most.
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
-    },
-    /// Take a server out for maintenance: out of rotation, health checks paused.
-    Maint {
-        backend: String,
-        server: String,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Put a drained or maintained server back in rotation (once its checks pass).
-    Ready {
-        backend: String,
-        server: String,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
-    /// Start three stand-in Elasticsearch nodes on loopback with a balancer in front.
-    Demo {
-        /// Where the demo balancer listens.
-        #[arg(long, default_value = "127.0.0.1:19200")]
-        listen: SocketAddr,
-        /// Where the demo's admin endpoint listens.
-        #[arg(long, default_value = "127.0.0.1:19901")]
-        admin: SocketAddr,
-    },
-}
-
-/// How the command-line tools reach a running roundhouse.
-#[derive(clap::Args)]
-struct AdminArgs {
-    /// The admin endpoint (default: admin.bind of the configuration file, else 127.0.0.1:9901).
-    #[arg(long)]
-    admin: Option<SocketAddr>,
-    /// The configuration file to read admin.bind and admin.token_file from.
-    #[arg(long, short, default_value = DEFAULT_PATH)]
-    config: PathBuf,
-    /// A file with the bearer token for changes (default: admin.token_file of the configuration).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-}
-
-impl AdminArgs {
-    fn endpoint(&self) -> Result<Endpoint, ClientError> {
-        let (bind, token_file) = config::admin_endpoint(&self.config).unwrap_or((None, None));
-        let addr = self
-            .admin
-            .or(bind)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
-        let token_file = self.token_file.clone().or(token_file.map(PathBuf::from));
-        let token = match token_file {
-            None => None,
-            Some(path) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|source| ClientError::TokenFile { path, source })?
-                    .trim_end()
-                    .to_owned(),
-            ),
-        };
-        Ok(Endpoint { addr, token })
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The packaging subcommand is added here only, so the man page and completions, made from
+    // `Cli` alone, never show it.
+    let matches = Packaging::augment_subcommands(Cli::command()).get_matches();
+    if let Ok(Packaging::Generate { what, dir }) = Packaging::from_arg_matches(&matches) {
+        return match generate::generate(what, &dir) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                logging::print_error(&format!("cannot write into {}: {e}", dir.display()));
+                ExitCode::from(EXIT_FAILURE as u8)
+            }
+        };
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init();
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("internal error (a bug; please report it): {info}");

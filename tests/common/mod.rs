@@ -16,6 +16,7 @@ pub mod prometheus;
 pub mod promql;
 pub mod props;
 pub mod scrape;
+pub mod systemd_box;
 
 pub use config::{Backend, ConfigBuilder};
 pub use net::{
