@@ -9,121 +9,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use common::process;
+use common::systemd_box::{Probe, boot_built};
 use common::*;
 use roundhouse::config::ClusterStatus;
 
-const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/roundhouse.service");
-const RUN_UNIT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/systemd-box/run-unit"
-);
-
-/// What a probe printed, and the container's journal.
-struct Probe {
-    output: String,
-    journal: String,
-}
-
-impl Probe {
-    /// The value of a `key=value` line the probe printed (the last one if several).
-    fn value(&self, key: &str) -> String {
-        self.output
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("the probe printed no {key}=; output:\n{}", self.output))
-            .to_owned()
-    }
-
-    /// A `key=seconds` line the probe printed, as a number.
-    fn seconds(&self, key: &str) -> f64 {
-        let v = self.value(key);
-        v.parse().unwrap_or_else(|_| {
-            panic!(
-                "{key}={v} is not a number of seconds; output:\n{}",
-                self.output
-            )
-        })
-    }
-}
-
-/// Boots the container with `config` installed as /etc/roundhouse/roundhouse.yaml and runs
-/// `script` (bash) inside it.
+/// Boots the container with `config` installed as /etc/roundhouse/roundhouse.yaml, beside this
+/// build's binary and unit, and runs `script` (bash) inside it.
 async fn boot(config: &str, script: &str) -> Probe {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("roundhouse.yaml");
     std::fs::write(&cfg, config).unwrap();
-    let probe = dir.path().join("probe.sh");
-    std::fs::write(&probe, format!("#!/bin/bash\n{PROBE_HELPERS}\n{script}\n")).unwrap();
-    let out = dir.path().join("out");
-    let (cfg, probe, out2) = (cfg.clone(), probe.clone(), out.clone());
-    let result = tokio::task::spawn_blocking(move || run_unit(&cfg, &probe, &out2))
-        .await
-        .unwrap();
-    let journal = std::fs::read_to_string(out.join("journal.txt")).unwrap_or_default();
-    let output = result.unwrap_or_else(|e| panic!("run-unit failed: {e}\njournal:\n{journal}"));
-    Probe { output, journal }
+    boot_built(&[(cfg, "/etc/roundhouse/roundhouse.yaml".into())], script).await
 }
-
-fn run_unit(cfg: &Path, probe: &Path, out: &PathBuf) -> Result<String, String> {
-    std::fs::create_dir_all(out).unwrap();
-    let o = Command::new(RUN_UNIT)
-        .arg("--binary")
-        .arg(process::BIN)
-        .arg("--unit")
-        .arg(UNIT)
-        .arg("--file")
-        .arg(format!("{}:/etc/roundhouse/roundhouse.yaml", cfg.display()))
-        .arg("--probe")
-        .arg(probe)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .map_err(|e| format!("cannot run {RUN_UNIT}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    if !o.status.success() {
-        return Err(format!(
-            "{}\nstdout:\n{stdout}\nstderr:\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    Ok(stdout)
-}
-
-/// Shell helpers available to every probe.
-const PROBE_HELPERS: &str = r#"
-show() { systemctl show -p "$1" --value roundhouse; }
-# waits (up to 10s) until the unit's StatusText contains $1
-await_status() { for _ in $(seq 100); do [[ "$(show StatusText)" == *"$1"* ]] && return 0; sleep 0.1; done; return 1; }
-# waits (up to 30s) until the unit is active again, as a process other than $1, with a StatusText
-# containing $2: "recovered" as an operator would see it. The new process is asked for first: the
-# old one is still "active" until systemd notices its end, and keeps its StatusText until restart.
-await_recovered() {
-  for _ in $(seq 300); do
-    local pid; pid=$(show MainPID)
-    [[ $pid != 0 && $pid != "$1" && "$(show ActiveState)" == active && "$(show StatusText)" == *"$2"* ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-# waits (up to 30s) until the unit has failed with its main process' exit status $1
-await_failed() {
-  for _ in $(seq 300); do
-    [[ "$(show ActiveState)" == failed && "$(show ExecMainStatus)" == "$1" ]] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-# the wall clock in nanoseconds; nanoseconds as seconds (to the millisecond); the seconds since $1
-now() { date +%s%N; }
-secs() { printf '%d.%03d' $(($1 / 1000000000)) $(($1 / 1000000 % 1000)); }
-since() { secs $(($(now) - $1)); }
-"#;
 
 fn config(nodes: &[&FakeNode]) -> String {
     let b = nodes
