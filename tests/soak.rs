@@ -18,9 +18,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use common::load::{CLIENT_TIMEOUT, ClientLog, Kind, Load, Record};
+use common::load::{ClientLog, Load};
 use common::scrape::{find_server, status_until};
 use common::*;
+use report::{Applied, Drain, Events, Figures, Kill, LogCheck, Report};
+
+#[path = "soak/report.rs"]
+mod report;
 
 /// Applied reloads after the warm-up (a refused one comes on top).
 const RELOADS: usize = 30;
@@ -73,29 +77,6 @@ fn timeline() -> Vec<Step> {
     steps
 }
 
-/// A configuration that was applied: when its SIGHUP was sent (or roundhouse started), when
-/// `READY=1` said it was in force, its servers.
-struct Applied {
-    sighup: Instant,
-    ready: Instant,
-    set: &'static [&'static str],
-}
-
-/// A kill of [`KILLED`]: from the call that stopped it to its return.
-struct Kill {
-    started: Instant,
-    ended: Instant,
-    down_after: Duration,
-    up_after_restart: Option<Duration>,
-}
-
-/// The drain of [`DRAINED`]: when `drain --wait` returned, how long it took, when `ready` went.
-struct Drain {
-    returned: Instant,
-    took: Duration,
-    ready: Option<Instant>,
-}
-
 /// roundhouse over the nodes, and what was done to it.
 struct Soak {
     rh: Roundhouse,
@@ -105,10 +86,7 @@ struct Soak {
     addrs: BTreeMap<&'static str, SocketAddr>,
     token: String,
     token_dir: tempfile::TempDir,
-    applied: Vec<Applied>,
-    kills: Vec<Kill>,
-    drain: Option<Drain>,
-    refused: usize,
+    events: Events,
 }
 
 impl Soak {
@@ -135,14 +113,14 @@ impl Soak {
             addrs,
             token,
             token_dir,
-            applied: vec![Applied {
-                sighup: started,
-                ready,
-                set: SET_A,
-            }],
-            kills: Vec::new(),
-            drain: None,
-            refused: 0,
+            events: Events {
+                applied: vec![Applied {
+                    sighup: started,
+                    ready,
+                    set: SET_A,
+                }],
+                ..Events::default()
+            },
         };
         for server in SET_A {
             soak.until_state(server, "up").await;
@@ -155,7 +133,7 @@ impl Soak {
     }
 
     fn current(&self) -> &'static [&'static str] {
-        self.applied.last().expect("a configuration").set
+        self.events.applied.last().expect("a configuration").set
     }
 
     fn other(&self) -> &'static [&'static str] {
@@ -164,6 +142,34 @@ impl Soak {
         } else {
             SET_A
         }
+    }
+
+    /// The same load as the soak and two reloads, so that the buffers, pools and allocator
+    /// arenas that stay are in place before the first figures.
+    async fn warm_up(&mut self, length: Duration) -> Vec<ClientLog> {
+        let began = Instant::now();
+        let load = Load::start(self.addr, "/", KEEP_ALIVE_CLIENTS, CHURN_CLIENTS);
+        for i in 1..=2 {
+            tokio::time::sleep_until(began + length * i / 3).await;
+            self.reload().await;
+        }
+        tokio::time::sleep_until(began + length).await;
+        load.stop().await
+    }
+
+    /// The load, with the [`timeline`] spread over `length`.
+    async fn soak(&mut self, length: Duration) -> Vec<ClientLog> {
+        let began = Instant::now();
+        let load = Load::start(self.addr, "/", KEEP_ALIVE_CLIENTS, CHURN_CLIENTS);
+        let steps = timeline();
+        let slot = length / (steps.len() as u32 + 1);
+        for (i, step) in steps.iter().enumerate() {
+            // the timeline is paced by the clock; each step waits for its own effect
+            tokio::time::sleep_until(began + slot * (i as u32 + 1)).await;
+            self.run(*step).await;
+        }
+        tokio::time::sleep_until(began + length).await;
+        load.stop().await
     }
 
     async fn run(&mut self, step: Step) {
@@ -182,7 +188,7 @@ impl Soak {
         let sighup = Instant::now();
         let ready = self.rh.reload(&self.config(set)).await;
         assert!(!ready.contains("rejected"), "{ready}");
-        self.applied.push(Applied {
+        self.events.applied.push(Applied {
             sighup,
             ready: Instant::now(),
             set,
@@ -199,7 +205,7 @@ impl Soak {
         node.stop().await;
         let ended = Instant::now();
         self.until_state(KILLED, "down").await;
-        self.kills.push(Kill {
+        self.events.kills.push(Kill {
             started,
             ended,
             down_after: started.elapsed(),
@@ -214,7 +220,8 @@ impl Soak {
             .expect("restart the node on its port");
         self.nodes.insert(KILLED, Some(node));
         self.until_state(KILLED, "up").await;
-        self.kills
+        self.events
+            .kills
             .last_mut()
             .expect("killed before")
             .up_after_restart = Some(at.elapsed());
@@ -242,7 +249,7 @@ impl Soak {
         .expect("run drain");
         assert_eq!(code, 0, "drain --wait: {out}{err}");
         assert!(out.contains("has no open connection left"), "{out}");
-        self.drain = Some(Drain {
+        self.events.drain = Some(Drain {
             returned: Instant::now(),
             took: started.elapsed(),
             ready: None,
@@ -259,7 +266,7 @@ impl Soak {
             .await
             .expect("POST");
         assert_eq!(code, 200, "{body}");
-        self.drain.as_mut().expect("drained before").ready = Some(at);
+        self.events.drain.as_mut().expect("drained before").ready = Some(at);
         self.until_state(DRAINED, "up").await;
     }
 
@@ -269,12 +276,12 @@ impl Soak {
             &format!("address: \"{}\"", self.addrs[DRAINED]),
             "address: \"10.0.0.x:9200\"",
         );
+        self.events.refused.push(Instant::now());
         let ready = self.rh.reload(&bad).await;
         assert!(ready.contains("STATUS=reload rejected at "), "{ready}");
-        self.refused += 1;
         self.rh
             .stderr
-            .wait_count("reload rejected", self.refused, SOON)
+            .wait_count("reload rejected", self.events.refused.len(), SOON)
             .await;
     }
 
@@ -323,36 +330,6 @@ fn config(
         .yaml()
 }
 
-/// Open files and resident memory of a process.
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    fds: usize,
-    sockets: usize,
-    rss_kib: u64,
-}
-
-impl Figures {
-    fn of(pid: i32) -> Figures {
-        let dir = format!("/proc/{pid}/fd");
-        let targets: Vec<String> = std::fs::read_dir(&dir)
-            .expect("read /proc/PID/fd")
-            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .map(|t| t.display().to_string())
-            .collect();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        Figures {
-            fds: targets.len(),
-            sockets: targets.iter().filter(|t| t.starts_with("socket:")).count(),
-            rss_kib,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a soak of about 3 minutes: cargo test --test soak -- --ignored --nocapture"]
 async fn a_mixed_soak_fails_only_requests_in_flight_on_a_killed_node() {
@@ -366,85 +343,28 @@ async fn a_mixed_soak_fails_only_requests_in_flight_on_a_killed_node() {
     let total = Duration::from_secs(secs);
     let warm_up = total / 12;
     let mut soak = Soak::start().await;
-
-    // Warm-up: the same load and two reloads, so the buffers, pools and allocator arenas
-    // that stay are in place before the first figures.
-    let began = Instant::now();
-    let load = Load::start(soak.addr, "/", KEEP_ALIVE_CLIENTS, CHURN_CLIENTS);
-    for i in 1..=2 {
-        tokio::time::sleep_until(began + warm_up * i / 3).await;
-        soak.reload().await;
-    }
-    tokio::time::sleep_until(began + warm_up).await;
-    let warm_logs = load.stop().await;
-    let warm_reloads = soak.applied.len() - 1;
+    let warm_logs = soak.warm_up(warm_up).await;
+    let warm_reloads = soak.events.applied.len() - 1;
     let start = soak.quiet_figures().await;
-
     let began = Instant::now();
-    let main = total - warm_up;
-    let load = Load::start(soak.addr, "/", KEEP_ALIVE_CLIENTS, CHURN_CLIENTS);
-    let steps = timeline();
-    let slot = main / (steps.len() as u32 + 1);
-    for (i, step) in steps.iter().enumerate() {
-        // the timeline is paced by the clock; each step waits for its own effect
-        tokio::time::sleep_until(began + slot * (i as u32 + 1)).await;
-        soak.run(*step).await;
-    }
-    tokio::time::sleep_until(began + main).await;
-    let logs = load.stop().await;
+    let logs = soak.soak(total - warm_up).await;
     let ran = began.elapsed();
     let end = soak.quiet_figures().await;
 
-    let report = Report::new(&soak, &warm_logs, &logs);
+    let report = Report::new(&soak.events, &warm_logs, &logs);
     println!(
         "soak: {:.1}s after a warm-up of {:.1}s; {KEEP_ALIVE_CLIENTS} keep-alive and {CHURN_CLIENTS} new-connection clients",
         ran.as_secs_f64(),
         warm_up.as_secs_f64()
     );
     report.print(&logs, ran);
-    println!(
-        "reloads: {} applied and {} refused (besides {warm_reloads} in the warm-up)",
-        soak.applied.len() - 1 - warm_reloads,
-        soak.refused
-    );
-    for (i, k) in soak.kills.iter().enumerate() {
-        println!(
-            "kill {}: {KILLED} down {:.0}ms after it was stopped; up {:.0}ms after its restart on {}",
-            i + 1,
-            k.down_after.as_secs_f64() * 1e3,
-            k.up_after_restart.unwrap_or_default().as_secs_f64() * 1e3,
-            soak.addrs[KILLED]
-        );
-    }
-    if let Some(d) = &soak.drain {
-        println!(
-            "drain: `roundhouse drain es {DRAINED} --wait` returned after {:.0}ms; `ready` over HTTP with the token",
-            d.took.as_secs_f64() * 1e3
-        );
-    }
-    println!(
-        "open files: {} at the warmed-up start ({} sockets), {} at the end ({} sockets); bound: +{FD_SLACK}",
-        start.fds, start.sockets, end.fds, end.sockets
-    );
-    println!(
-        "resident memory: {} KiB at the warmed-up start, {} KiB at the end; bound: +{RSS_SLACK_KIB} KiB",
-        start.rss_kib, end.rss_kib
-    );
-    let log = LogCheck::of(&soak.rh.stderr.all(), soak.refused);
+    print_events(&soak, &report, &logs, warm_reloads);
+    let log = LogCheck::of(&soak.rh.stderr.all(), soak.events.refused.len());
     log.print();
-
     let mut problems = report.problems;
     problems.extend(log.problems);
-    if end.fds > start.fds + FD_SLACK {
-        problems.push(format!("open files grew from {} to {}", start.fds, end.fds));
-    }
-    if end.rss_kib > start.rss_kib + RSS_SLACK_KIB {
-        problems.push(format!(
-            "resident memory grew from {} KiB to {} KiB",
-            start.rss_kib, end.rss_kib
-        ));
-    }
-    assert_eq!(soak.kills.len(), 2);
+    problems.extend(report::compare(start, end));
+    assert_eq!(soak.events.kills.len(), 2);
     assert!(
         problems.is_empty(),
         "{} problem(s):\n{}",
@@ -456,205 +376,32 @@ async fn a_mixed_soak_fails_only_requests_in_flight_on_a_killed_node() {
     assert!(soak.rh.wait_exit(SOON).await.success());
 }
 
-/// What the records show, and what is wrong with them.
-struct Report {
-    problems: Vec<String>,
-    /// Failures in flight on the killed node, per kill: (kind, node known, ms after the kill, why).
-    per_kill: Vec<Vec<String>>,
-    warm_up_requests: usize,
-}
-
-impl Report {
-    fn new(soak: &Soak, warm: &[ClientLog], main: &[ClientLog]) -> Report {
-        let mut report = Report {
-            problems: Vec::new(),
-            per_kill: vec![Vec::new(); soak.kills.len()],
-            warm_up_requests: warm.iter().map(|l| l.records.len()).sum(),
-        };
-        let records = warm.iter().chain(main).flat_map(|l| &l.records);
-        for r in records {
-            match &r.outcome {
-                Ok(node) => report.answered(soak, r, node),
-                Err(f) => match kill_of(r, &soak.kills) {
-                    Some(k) if !f.stuck => report.per_kill[k].push(format!(
-                        "{:?}{} +{:.1}ms ({})",
-                        r.kind,
-                        f.node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default(),
-                        r.ended.saturating_duration_since(soak.kills[k].started).as_secs_f64()
-                            * 1e3,
-                        f.why
-                    )),
-                    _ => report.problems.push(format!(
-                        "a request failed that was not in flight on a killed node: {:?}{} at {:?} after {:?}: {}",
-                        r.kind,
-                        f.node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default(),
-                        r.started,
-                        r.ended - r.started,
-                        f.why
-                    )),
-                },
-            }
-        }
-        for (i, failures) in report.per_kill.iter().enumerate() {
-            // each client has one request in flight at most
-            if failures.len() > KEEP_ALIVE_CLIENTS + CHURN_CLIENTS {
-                report.problems.push(format!(
-                    "kill {} failed {} requests, more than there are clients",
-                    i + 1,
-                    failures.len()
-                ));
-            }
-        }
-        report
-    }
-
-    /// An answer must come from a server of the configuration in force from its connection's
-    /// opening to its end, and not from the drained server while it was drained.
-    fn answered(&mut self, soak: &Soak, r: &Record, node: &str) {
-        let set = soak
-            .applied
-            .iter()
-            .zip(soak.applied.iter().skip(1).map(Some).chain([None]))
-            .find(|(a, next)| a.ready <= r.opened && next.is_none_or(|n| r.ended <= n.sighup));
-        if let Some((a, _)) = set
-            && !a.set.contains(&node)
-        {
-            self.problems.push(format!(
-                "{:?} connection opened while {:?} were configured was answered by {node}",
-                r.kind, a.set
-            ));
-        }
-        if let Some(d) = &soak.drain
-            && node == DRAINED
-            && r.started >= d.returned
-            && d.ready.is_none_or(|ready| r.ended <= ready)
-        {
-            self.problems.push(format!(
-                "{:?} request answered by {DRAINED} while drained",
-                r.kind
-            ));
-        }
-    }
-
-    fn print(&self, logs: &[ClientLog], ran: Duration) {
-        let of = |kind: Kind| {
-            logs.iter()
-                .filter(move |l| l.records.first().is_some_and(|r| r.kind == kind))
-        };
-        let count = |kind: Kind| of(kind).map(|l| l.records.len()).sum::<usize>();
-        let (keep, churn) = (count(Kind::KeepAlive), count(Kind::Churn));
-        let connections: u64 = of(Kind::KeepAlive).map(|l| l.connections).sum();
-        let found_closed: u64 = of(Kind::KeepAlive).map(|l| l.found_closed).sum();
-        let mut latencies: Vec<Duration> = logs
-            .iter()
-            .flat_map(|l| &l.records)
-            .filter(|r| r.outcome.is_ok())
-            .map(|r| r.ended - r.started)
-            .collect();
-        latencies.sort();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-        let failed: usize = self.per_kill.iter().map(Vec::len).sum();
-        let stuck = logs
-            .iter()
-            .flat_map(|l| &l.records)
-            .filter(|r| r.outcome.as_ref().is_err_and(|f| f.stuck))
-            .count();
+/// Prints what was done to roundhouse and how it took it.
+fn print_events(soak: &Soak, report: &Report, logs: &[ClientLog], warm_reloads: usize) {
+    println!(
+        "reloads: {} applied and {} refused (besides {warm_reloads} in the warm-up)",
+        soak.events.applied.len() - 1 - warm_reloads,
+        soak.events.refused.len()
+    );
+    for (answered, set) in report.after_refused(&soak.events, logs) {
         println!(
-            "requests: {} ({:.0}/s; {} in the warm-up before): {keep} keep-alive on {connections} connections, {churn} on a new connection each; latency p50 {:.2}ms, p99 {:.2}ms, max {:.1}ms",
-            keep + churn,
-            (keep + churn) as f64 / ran.as_secs_f64(),
-            self.warm_up_requests,
-            at(0.5).as_secs_f64() * 1e3,
-            at(0.99).as_secs_f64() * 1e3,
-            at(1.0).as_secs_f64() * 1e3,
-        );
-        println!(
-            "pooled connections closed by roundhouse between two requests, found closed before reuse: {found_closed}"
-        );
-        println!(
-            "failed: {failed} in flight on {KILLED} when it was killed, {} other; stuck past {CLIENT_TIMEOUT:?}: {stuck}",
-            self.problems.len()
-        );
-        for (i, f) in self.per_kill.iter().enumerate() {
-            let list = if f.is_empty() {
-                "none".to_owned()
-            } else {
-                f.join(", ")
-            };
-            println!("  kill {}: {} failed: {list}", i + 1, f.len());
-        }
-    }
-}
-
-/// The kill a failed request was in flight for: on the killed node (or on a connection whose
-/// node it did not know yet, opened before the kill ended), failing within [`KILL_WINDOW`].
-fn kill_of(r: &Record, kills: &[Kill]) -> Option<usize> {
-    let f = r.outcome.as_ref().err()?;
-    kills.iter().position(|k| {
-        let in_window = r.ended >= k.started && r.ended <= k.ended + KILL_WINDOW;
-        let on_it = match f.node.as_deref() {
-            Some(n) => n == KILLED,
-            None => r.started <= k.ended,
-        };
-        in_window && on_it
-    })
-}
-
-/// roundhouse's log: error lines must all come from the refused reload.
-struct LogCheck {
-    problems: Vec<String>,
-    errors: usize,
-    warnings: BTreeMap<String, usize>,
-}
-
-impl LogCheck {
-    fn of(lines: &[String], refused: usize) -> LogCheck {
-        let level = |l: &str| l.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let mut check = LogCheck {
-            problems: Vec::new(),
-            errors: 0,
-            warnings: BTreeMap::new(),
-        };
-        for l in lines {
-            if level(l) == "ERROR" || l.contains("panicked") {
-                check.errors += 1;
-                if !l.contains("reload rejected") {
-                    check
-                        .problems
-                        .push(format!("an error not caused on purpose: {l}"));
-                }
-            } else if level(l) == "WARN" {
-                *check.warnings.entry(message(l)).or_default() += 1;
-            }
-        }
-        if check.errors != refused {
-            check.problems.push(format!(
-                "{} error lines for {refused} refused reload(s)",
-                check.errors
-            ));
-        }
-        check
-    }
-
-    fn print(&self) {
-        let warnings: Vec<String> = self
-            .warnings
-            .iter()
-            .map(|(m, n)| format!("{n} \"{m}\""))
-            .collect();
-        println!(
-            "log: {} error line(s), from the refused reload; warnings: {}",
-            self.errors,
-            warnings.join(", ")
+            "after the refused reload: {answered} requests answered, by the servers in force ({}), until the next reload",
+            set.join(", ")
         );
     }
-}
-
-/// The message of a log line, without its time, level and fields.
-fn message(line: &str) -> String {
-    line.split_whitespace()
-        .skip(2)
-        .take_while(|w| !w.contains('='))
-        .collect::<Vec<_>>()
-        .join(" ")
+    for (i, k) in soak.events.kills.iter().enumerate() {
+        println!(
+            "kill {}: {KILLED} down {:.0}ms after it was stopped; up {:.0}ms after its restart on {}",
+            i + 1,
+            k.down_after.as_secs_f64() * 1e3,
+            k.up_after_restart.unwrap_or_default().as_secs_f64() * 1e3,
+            soak.addrs[KILLED]
+        );
+    }
+    if let Some(d) = &soak.events.drain {
+        println!(
+            "drain: `roundhouse drain es {DRAINED} --wait` returned after {:.0}ms; `ready` over HTTP with the token",
+            d.took.as_secs_f64() * 1e3
+        );
+    }
 }
