@@ -2,7 +2,9 @@
 //! requests on one connection, each response read to its exact end, and a way to see when (and
 //! how soon) the other side closed it.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,9 +26,48 @@ pub struct Response {
 impl Response {
     /// The `name` field of a JSON answer (a node's `GET /`, the test server's `/name`).
     pub fn name(&self) -> String {
-        let v: serde_json::Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.raw)));
-        v["name"].as_str().expect("a name").to_owned()
+        self.try_name().unwrap_or_else(|| {
+            panic!(
+                "no name in the answer: {:?}",
+                String::from_utf8_lossy(&self.raw)
+            )
+        })
+    }
+
+    /// The `name` field, if the content is JSON with one.
+    pub fn try_name(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        Some(v["name"].as_str()?.to_owned())
+    }
+}
+
+/// Why a request got no complete answer (the fallible calls return it; the others panic with it).
+#[derive(Debug)]
+pub enum Broken {
+    /// The connection closed; `had` is what had arrived of the answer being read.
+    Closed { had: Vec<u8> },
+    /// Sending or reading failed (a reset, mostly).
+    Failed(std::io::Error),
+    /// Nothing more arrived within [`SOON`]; `had` bytes were waiting.
+    Silent { had: usize },
+    /// What arrived is not an HTTP/1.1 answer.
+    Garbled(String),
+}
+
+impl fmt::Display for Broken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Broken::Closed { had } => write!(
+                f,
+                "the connection closed; have {:?}",
+                String::from_utf8_lossy(had)
+            ),
+            Broken::Failed(e) => write!(f, "send or read failed: {e}"),
+            Broken::Silent { had } => {
+                write!(f, "nothing more within {SOON:?}; have {had} bytes")
+            }
+            Broken::Garbled(what) => f.write_str(what),
+        }
     }
 }
 
@@ -39,10 +80,14 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     pub async fn connect(addr: SocketAddr) -> KeepAlive {
-        KeepAlive {
-            stream: TcpStream::connect(addr).await.expect("connect"),
+        KeepAlive::try_connect(addr).await.expect("connect")
+    }
+
+    pub async fn try_connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
+        Ok(KeepAlive {
+            stream: TcpStream::connect(addr).await?,
             buf: Vec::new(),
-        }
+        })
     }
 
     /// Connects and asks `path` (a JSON answer with a `name`); returns the connection and the
@@ -70,9 +115,34 @@ impl KeepAlive {
 
     /// `GET path` on this connection; the whole response.
     pub async fn get(&mut self, path: &str) -> Response {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
-            .await;
-        self.response(false).await
+        self.try_get(path).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `GET path` on this connection: the whole response, or why it did not come.
+    pub async fn try_get(&mut self, path: &str) -> Result<Response, Broken> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n");
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(Broken::Failed)?;
+        self.try_response(false).await
+    }
+
+    /// Whether the other side has closed (or reset) this idle connection, or sent bytes nobody
+    /// asked for: what urllib3 (the Python Elasticsearch client's pool) looks at, without
+    /// waiting, before it reuses a pooled connection.
+    pub fn dropped(&self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the length of the call; a timeout of 0 never blocks.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready != 0
     }
 
     /// Reads exactly these bytes, or fails saying where they differ.
@@ -90,16 +160,23 @@ impl KeepAlive {
 
     /// Reads one response (interim ones included in its head); `to_head`: it answers a HEAD.
     pub async fn response(&mut self, to_head: bool) -> Response {
+        self.try_response(to_head)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Reads one response, or says why it did not come whole.
+    pub async fn try_response(&mut self, to_head: bool) -> Result<Response, Broken> {
         let mut raw = Vec::new();
         let (status, head) = loop {
-            let head = self.head().await;
+            let head = self.head().await?;
             raw.extend_from_slice(&head);
             let text = String::from_utf8_lossy(&head).into_owned();
             let status: u16 = text
                 .split(' ')
                 .nth(1)
                 .and_then(|c| c.parse().ok())
-                .unwrap_or_else(|| panic!("not a response: {text:?}"));
+                .ok_or_else(|| Broken::Garbled(format!("not a response: {text:?}")))?;
             if status >= 200 {
                 break (status, String::from_utf8_lossy(&raw).into_owned());
             }
@@ -115,15 +192,15 @@ impl KeepAlive {
         if to_head || status == 204 || status == 304 {
         } else if field("transfer-encoding:").is_some_and(|v| v.ends_with("chunked")) {
             loop {
-                let size_line = self.line().await;
+                let size_line = self.line().await?;
                 raw.extend_from_slice(&size_line);
                 let text = String::from_utf8_lossy(&size_line).into_owned();
                 let size = text.trim_end().split(';').next().unwrap_or("");
                 let size = usize::from_str_radix(size.trim(), 16)
-                    .unwrap_or_else(|_| panic!("chunk size line {text:?}"));
+                    .map_err(|_| Broken::Garbled(format!("chunk size line {text:?}")))?;
                 if size == 0 {
                     loop {
-                        let l = self.line().await;
+                        let l = self.line().await?;
                         raw.extend_from_slice(&l);
                         if l == b"\r\n" {
                             break;
@@ -131,23 +208,26 @@ impl KeepAlive {
                     }
                     break;
                 }
-                let chunk = self.take(size + 2).await;
+                let chunk = self.try_take(size + 2).await?;
                 raw.extend_from_slice(&chunk);
                 body.extend_from_slice(&chunk[..size]);
             }
         } else if let Some(n) = field("content-length:") {
-            body = self.take(n.parse().expect("a length")).await;
+            let n = n
+                .parse()
+                .map_err(|_| Broken::Garbled(format!("a length: {n:?}")))?;
+            body = self.try_take(n).await?;
             raw.extend_from_slice(&body);
         } else {
             body = self.rest().await;
             raw.extend_from_slice(&body);
         }
-        Response {
+        Ok(Response {
             status,
             head,
             body,
             raw,
-        }
+        })
     }
 
     /// Waits (at most [`SOON`]) for the other side to close; no byte may come first. Returns
@@ -183,50 +263,53 @@ impl KeepAlive {
 
     /// Exactly `n` bytes.
     pub async fn take(&mut self, n: usize) -> Vec<u8> {
+        self.try_take(n).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Exactly `n` bytes, or why they did not come.
+    async fn try_take(&mut self, n: usize) -> Result<Vec<u8>, Broken> {
         while self.buf.len() < n {
-            self.more().await;
+            self.more().await?;
         }
         let rest = self.buf.split_off(n);
-        std::mem::replace(&mut self.buf, rest)
+        Ok(std::mem::replace(&mut self.buf, rest))
     }
 
     /// A response head, up to and with its empty line.
-    async fn head(&mut self) -> Vec<u8> {
+    async fn head(&mut self) -> Result<Vec<u8>, Broken> {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return self.take(end + 4).await;
+                return self.try_take(end + 4).await;
             }
-            self.more().await;
+            self.more().await?;
         }
     }
 
     /// A line with its LF.
-    async fn line(&mut self) -> Vec<u8> {
+    async fn line(&mut self) -> Result<Vec<u8>, Broken> {
         loop {
             if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-                return self.take(end + 1).await;
+                return self.try_take(end + 1).await;
             }
-            self.more().await;
+            self.more().await?;
         }
     }
 
-    async fn more(&mut self) {
+    async fn more(&mut self) -> Result<(), Broken> {
         let mut chunk = vec![0u8; 256 * 1024];
         let n = tokio::time::timeout(SOON, self.stream.read(&mut chunk))
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "nothing more within {SOON:?}; have {} bytes",
-                    self.buf.len()
-                )
-            })
-            .expect("read");
-        assert!(
-            n > 0,
-            "the connection closed; have {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
+            .map_err(|_| Broken::Silent {
+                had: self.buf.len(),
+            })?
+            .map_err(Broken::Failed)?;
+        if n == 0 {
+            return Err(Broken::Closed {
+                had: self.buf.clone(),
+            });
+        }
         self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod httpd;
 pub mod keepalive;
+pub mod load;
 pub mod monitoring;
 pub mod net;
 pub mod opensearch;
