@@ -81,6 +81,7 @@ table.servers thead{display:none}
 table.servers,table.servers tbody,table.servers tr,table.servers td{display:block;width:auto}
 table.servers tr{border:1px solid #ccc;border-radius:.3em;margin:0 0 .6em;padding:.3em}
 table.servers td{border:none;padding:.1em .3em}
+table.servers td:empty{display:none}
 table.servers td::before{content:attr(data-label) \": \";font-weight:600;color:#333}
 }
 ";
