@@ -173,6 +173,7 @@ pub struct Metrics {
     server_requests: IntCounterVec,
     server_in_flight: IntGaugeVec,
     server_byte_relays: IntGaugeVec,
+    server_excluded: IntGaugeVec,
     server_idle_closes: IntCounterVec,
     server_unfollowed: IntCounterVec,
 }
@@ -201,6 +202,9 @@ pub struct ServerMetrics {
     pub in_flight: IntGauge,
     /// Open connections relayed as bytes, their framing not followed.
     pub byte_relays: IntGauge,
+    /// 1 while the roles filter keeps the server out, whatever its health: lets the alert
+    /// rules leave out a server that was never meant for clients when it goes down.
+    pub excluded: IntGauge,
     /// Connections closed at an idle point, one counter per entry of [`IdleClose::ALL`].
     idle_closes: [IntCounter; 6],
     /// Connections not followed, by reason: resolved when one falls back (rare), not per read.
@@ -483,6 +487,12 @@ impl Metrics {
                 "Open connections to the server relayed as bytes, their HTTP framing not followed.",
                 &server,
             ),
+            server_excluded: gauge_vec(
+                &r,
+                "roundhouse_server_excluded",
+                "1 while the backend's roles filter keeps the server out of rotation (by the roles its node last reported), whether its checks pass or not.",
+                &server,
+            ),
             server_idle_closes: counter_vec(
                 &r,
                 "roundhouse_server_idle_closes_total",
@@ -527,6 +537,7 @@ impl Metrics {
             requests: self.server_requests.with_label_values(&l),
             in_flight: self.server_in_flight.with_label_values(&l),
             byte_relays: self.server_byte_relays.with_label_values(&l),
+            excluded: self.server_excluded.with_label_values(&l),
             idle_closes: IdleClose::ALL.map(|r| {
                 self.server_idle_closes
                     .with_label_values(&[backend, server, r.as_str()])
@@ -544,6 +555,7 @@ impl Metrics {
             &self.server_active,
             &self.server_in_flight,
             &self.server_byte_relays,
+            &self.server_excluded,
         ] {
             let _ = v.remove_label_values(&l);
         }

@@ -153,20 +153,24 @@ pub fn fail_open_reasons(b: &Backend, open_to: &[&Server]) -> String {
 
 /// Why a server is out of rotation, in a few words.
 fn why_out(s: &Server) -> String {
-    match s.state.state_word() {
+    let state = s.state.state_word();
+    let h = s.state.health.view();
+    let reason = match state {
+        "excluded" => s.state.exclusion(),
+        _ => h.reason,
+    };
+    out_of_rotation(state, h.health, reason.as_deref())
+}
+
+/// Why a server in `state` (with `health` and the `reason` `/status` gives it) is out of
+/// rotation, in the words of the STATUS line; the status page says it the same way.
+pub fn out_of_rotation(state: &str, health: &str, reason: Option<&str>) -> String {
+    match state {
         "drain" => "draining".to_owned(),
         "maint" => "in maintenance".to_owned(),
-        "excluded" => s
-            .state
-            .exclusion()
-            .unwrap_or_else(|| "excluded by its roles".to_owned()),
-        _ if s.state.health.health() == Health::Unknown => "not checked yet".to_owned(),
-        _ => s
-            .state
-            .health
-            .view()
-            .reason
-            .unwrap_or_else(|| "down".to_owned()),
+        "excluded" => reason.unwrap_or("excluded by its roles").to_owned(),
+        _ if health == Health::Unknown.as_str() => "not checked yet".to_owned(),
+        _ => reason.unwrap_or("down").to_owned(),
     }
 }
 

@@ -13,6 +13,19 @@ use common::prometheus::{Prometheus, SCRAPED};
 use common::promql::{Selector, each_alternative, selectors};
 use common::*;
 
+/// Backend `es` over these nodes, made one cluster that it discovers: the discovery series
+/// exist only for a backend that discovers, and the dashboard has panels for them.
+fn discovering_es(nodes: &[FakeNode]) -> Backend {
+    common::cluster::link(&nodes.iter().collect::<Vec<_>>());
+    es_backend(nodes)
+        .check("cluster_name", "prod")
+        .check("min_nodes", "2")
+        .with(
+            "discovery",
+            "{ type: elasticsearch, interval: 500ms, forget_after: 3 }",
+        )
+}
+
 #[test]
 fn the_promql_scanner_finds_every_selector_and_nothing_else() {
     let found = selectors(
@@ -116,7 +129,7 @@ fn the_dashboard_is_importable_json_whose_queries_all_follow_its_variables() {
 #[tokio::test]
 async fn every_metric_the_dashboard_and_the_alerts_name_is_exported() {
     let nodes = three_nodes().await;
-    let rh = serve(es_backend(&nodes)).await;
+    let rh = serve(discovering_es(&nodes)).await;
     let exported = exported_names(&Scrape::from(rh.admin().await).await.text);
     let mut checked = 0;
     for (at, s) in all_selectors(&dashboard()) {
@@ -140,7 +153,7 @@ async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
     let mut nodes = three_nodes().await;
     let config = ConfigBuilder::new()
         .listener("es", "es")
-        .backend(es_backend(&nodes))
+        .backend(discovering_es(&nodes))
         .yaml();
     let mut rh = Roundhouse::start(&config).await;
     let (addr, admin) = (rh.listener("es").await, rh.admin().await);
@@ -169,6 +182,7 @@ async fn every_panel_and_every_alert_rule_has_data_in_a_real_prometheus() {
         r#"roundhouse_config_reloads_total{result="success"} == 2"#,
         r#"roundhouse_server_state{server="es-3", state="down"} == 1"#,
         r#"rate(roundhouse_server_connections_total{server="es-1"}[1m]) > 0"#,
+        r#"roundhouse_discovery_refreshes_total{result="unchanged"} > 0"#,
     ] {
         prom.until_all_have_data(&scraped(e), SCRAPED).await;
     }

@@ -68,6 +68,13 @@ async fn a_dedicated_master_is_kept_out(roles: &[&str]) {
     };
     assert_eq!((state("excluded"), state("up")), (1.0, 0.0));
     assert_eq!(
+        (
+            s.get("roundhouse_server_excluded", &labels("es-3")),
+            s.get("roundhouse_server_excluded", &labels("es-1"))
+        ),
+        (1.0, 0.0)
+    );
+    assert_eq!(
         s.get("roundhouse_server_connections_total", &labels("es-3")),
         0.0
     );
@@ -87,6 +94,31 @@ async fn an_opensearch_dedicated_cluster_manager_never_gets_a_client() {
 #[tokio::test]
 async fn a_voting_only_master_is_a_dedicated_master_too() {
     a_dedicated_master_is_kept_out(&["master", "voting_only"]).await;
+}
+
+#[tokio::test]
+async fn a_dedicated_master_that_goes_down_is_not_a_missing_server() {
+    let mut nodes = three_nodes().await;
+    nodes[2].set(|b| b.roles = strings(&["master"]));
+    let mut rh = serve(es_backend(&nodes)).await;
+    rh.notify
+        .wait_for_status(&["es: 2/2 servers up, 1 excluded by roles"], SOON)
+        .await;
+    let admin = rh.admin().await;
+    nodes.pop().expect("three nodes").stop().await;
+    let down = [ES, ("server", "es-3"), ("state", "down")];
+    let s = Scrape::until_equals(admin, "roundhouse_server_state", &down, 1.0).await;
+    // what the alert rules read: down, but still kept out by the roles its node last reported,
+    // so RoundhouseBackendDegraded leaves it out, as the STATUS line does
+    assert_eq!(s.get("roundhouse_server_excluded", &labels("es-3")), 1.0);
+    assert_eq!(s.get("roundhouse_backend_servers_up", &[ES]), 2.0);
+    let st = scrape::status(admin).await;
+    assert_eq!(st["backends"][0]["servers_excluded"], 1);
+    let line = rh.notify.last_status().expect("a STATUS line");
+    assert!(
+        line.starts_with("serving 1 listener; es: 2/2 servers up"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

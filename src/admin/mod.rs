@@ -1,17 +1,19 @@
-//! The admin endpoint: `/metrics`, `/status`, `/healthz` and runtime server state changes
-//! (`POST /servers/{backend}/{server}/{drain|maint|ready}`), served by hyper on `admin.bind`.
+//! The admin endpoint: the status page at `/`, `/metrics`, `/status`, `/healthz` and runtime
+//! server state changes (`POST /servers/{backend}/{server}/{drain|maint|ready}`), served by
+//! hyper on `admin.bind`.
 //!
 //! It runs on the control thread, never on a worker, and defends itself: a bounded number of
 //! connections, small header limits, a header read timeout, and no request body is ever read.
 //! Whatever arrives, the worst it can get is an error answer.
 
 pub mod client;
+mod page;
 mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::AdminState;
 use crate::state::Shared;
+use crate::words;
 
 /// Admin connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -105,6 +108,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, [""]) => status_page(shared),
         (&Method::GET | &Method::HEAD, ["metrics"]) => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -132,12 +136,12 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             }
             set_state(shared, backend, server, action)
         }
-        (_, ["metrics"] | ["status"] | ["healthz"]) => not_allowed("GET, HEAD"),
+        (_, [""] | ["metrics"] | ["status"] | ["healthz"]) => not_allowed("GET, HEAD"),
         (_, ["servers", _, _, _]) => not_allowed("POST"),
         _ => error(
             StatusCode::NOT_FOUND,
             &format!(
-                "no such endpoint: {} {path} (try GET /metrics, /status, /healthz or POST /servers/BACKEND/SERVER/drain|maint|ready)",
+                "no such endpoint: {} {path} (try GET / (the status page), /metrics, /status, /healthz or POST /servers/BACKEND/SERVER/drain|maint|ready)",
                 req.method()
             ),
         ),
@@ -201,6 +205,39 @@ fn set_state(shared: &Shared, backend: &str, server: &str, action: &str) -> Resp
             "active_connections": s.state.metrics.active.get(),
         }),
     )
+}
+
+/// The status page: the `/status` document and the STATUS line, as HTML.
+fn status_page(shared: &Shared) -> Response<Full<Bytes>> {
+    let line = {
+        let running = shared.running.load();
+        let reload = shared.last_reload.lock().expect("reload record lock");
+        words::status_line(
+            running.routes.len(),
+            &running.backends,
+            running.loaded_at,
+            reload.rejection.as_ref(),
+        )
+    };
+    let body = page::render(&status::status(shared), &line, SystemTime::now());
+    let mut r = reply(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        body.into_bytes(),
+    );
+    // The page has no script and loads nothing; should a value ever slip past its escaping,
+    // the browser still runs nothing.
+    r.headers_mut().insert(
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'"
+            .parse()
+            .expect("static header"),
+    );
+    r.headers_mut().insert(
+        "X-Content-Type-Options",
+        "nosniff".parse().expect("static header"),
+    );
+    r
 }
 
 fn healthz(shared: &Shared) -> Response<Full<Bytes>> {

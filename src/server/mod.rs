@@ -195,6 +195,7 @@ impl ServerState {
             }
         }
         self.excluded.store(reason.is_some(), Ordering::Relaxed);
+        self.metrics.excluded.set(i64::from(reason.is_some()));
         *current = reason;
         drop(current);
         self.publish_state();
