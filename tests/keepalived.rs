@@ -210,6 +210,17 @@ async fn wait_holds(lab: &Lab, host: &str, timeout: Duration, ka: &Keepalived) {
     }
 }
 
+/// Waits a part of a second that differs from run to run, so that over several runs the event
+/// lands anywhere in the check's 1s cycle (without it, every run hit the same point of the cycle
+/// and measured the same failover time). Not a synchronisation: nothing is waited for.
+async fn anywhere_in_the_check_cycle() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_nanos(u64::from(nanos % 1_000_000_000))).await;
+}
+
 fn failures_since(outcomes: &[Outcome], from: Instant) -> Vec<Outcome> {
     outcomes
         .iter()
@@ -236,6 +247,7 @@ async fn the_address_starts_on_lb1_and_the_client_is_served_through_it() {
 #[ignore = "root: builds network namespaces and runs keepalived"]
 async fn kill_9_of_the_active_roundhouse_moves_the_address_within_3s() {
     let mut pair = Pair::start().await;
+    anywhere_in_the_check_cycle().await;
     let killed = Instant::now();
     pair.rh1.signal(libc::SIGKILL);
     let took = pair.moved_to("lb2", killed, Duration::from_secs(10)).await;
@@ -253,6 +265,7 @@ async fn kill_9_of_the_active_roundhouse_moves_the_address_within_3s() {
 async fn a_roundhouse_that_comes_back_does_not_take_the_address_back() {
     let mut pair = Pair::start().await;
     let backups = pair.ka1.log.count("Entering BACKUP STATE");
+    anywhere_in_the_check_cycle().await;
     let killed = Instant::now();
     pair.rh1.signal(libc::SIGKILL);
     let took = pair.moved_to("lb2", killed, Duration::from_secs(10)).await;
@@ -276,6 +289,7 @@ async fn a_roundhouse_that_comes_back_does_not_take_the_address_back() {
 #[ignore = "root: builds network namespaces and runs keepalived"]
 async fn a_hung_roundhouse_moves_the_address() {
     let pair = Pair::start().await;
+    anywhere_in_the_check_cycle().await;
     let stopped = Instant::now();
     pair.rh1.signal(libc::SIGSTOP);
     let took = pair.moved_to("lb2", stopped, Duration::from_secs(10)).await;
