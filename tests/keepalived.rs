@@ -6,9 +6,9 @@
 //! Root only, so ignored by default: `cargo test --test keepalived -- --ignored --test-threads=1
 //! --nocapture` prints each failover time and the client's failed requests.
 
-#[path = "keepalived/client.rs"]
-mod client;
 mod common;
+#[path = "keepalived/hosts.rs"]
+mod hosts;
 #[path = "keepalived/netns.rs"]
 mod netns;
 #[path = "keepalived/vrrp.rs"]
@@ -17,9 +17,9 @@ mod vrrp;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use client::{Client, Nodes, Outcome};
 use common::cluster::all_up;
 use common::*;
+use hosts::{Client, Nodes, Outcome};
 use netns::{Lab, holds};
 use vrrp::Keepalived;
 
@@ -145,7 +145,7 @@ impl Pair {
             .map(|o| o.at.saturating_duration_since(event).as_secs_f64())
             .collect();
         println!(
-            "{what}: address on the other balancer after {:.2}s; client: {} of {} requests failed{}",
+            "{what}: address on the other balancer after {:.2}s; client: {} of {} requests in the run failed{}",
             took.as_secs_f64(),
             failed.len(),
             outcomes.len(),

@@ -19,6 +19,7 @@ impl Lab {
     /// A bridge in its own namespace and one namespace per `(host, addresses)`, each with `eth0`
     /// on the bridge carrying those addresses (a /24 each) and `lo` up.
     pub fn build(hosts: &[(&str, &[&str])]) -> Lab {
+        remove_leftovers();
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let mut lab = Lab {
@@ -61,20 +62,42 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.created.iter().rev() {
-            // Whatever still runs in it was started by this test (roundhouse, keepalived and
-            // their children); a namespace lives on while a process holds it.
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            if let Ok(out) = pids {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>()
-                        && pid != std::process::id() as i32
-                    {
-                        // SAFETY: kill has no memory effects; the pid runs in our namespace.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
+            remove(ns);
+        }
+    }
+}
+
+/// Removes a namespace of this test. Whatever still runs in it was started by this test
+/// (roundhouse, keepalived and their children), and a namespace lives on while a process holds
+/// it, so those processes are killed first.
+fn remove(ns: &str) {
+    let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+    if let Ok(out) = pids {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>()
+                && pid != std::process::id() as i32
+            {
+                // SAFETY: kill has no memory effects; the pid runs in our namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+}
+
+/// Removes the namespaces of an earlier run that could not clean up (it was killed): those named
+/// `rhka-PID-…` whose PID no longer runs.
+fn remove_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("rhka-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            remove(name);
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The client host: a loop of requests against the virtual address, each on a new connection,
-//! every outcome kept with its time; and the stand-in Elasticsearch nodes of host `es`. Both run
-//! on a thread of their own that has entered the host's namespace.
+//! The two hosts besides the balancers: `client`, a loop of requests against the virtual address,
+//! each on a new connection, every outcome kept with its time; and `es`, the stand-in
+//! Elasticsearch nodes. Each runs on a thread of its own that has entered the host's namespace.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
