@@ -332,4 +332,5 @@ async fn every_node_unreachable_from_both_does_not_move_the_address() {
     // roundhouse is alive on both, the cluster is what is gone: moving would gain nothing
     pair.keeps("lb1").await;
     assert_eq!(pair.ka1.log.count("Entering FAULT STATE"), 0);
+    assert_eq!(pair.ka2.log.count("Entering FAULT STATE"), 0);
 }
