@@ -229,11 +229,29 @@ impl Roundhouse {
 
     /// Starts `roundhouse ARGS` (`@CONFIG@` in ARGS is the config file's path) without waiting.
     pub fn spawn_command(args: &[&str], yaml: &str, env: &[(&str, &str)]) -> Roundhouse {
+        Self::spawn_wrapped(&[], args, yaml, env)
+    }
+
+    /// Like `spawn_command`, through a wrapper that execs it (`ip netns exec NS`), so the
+    /// process and its pid are still roundhouse's.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        args: &[&str],
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Roundhouse {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("roundhouse.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let notify = NotifySocket::bind(dir.path());
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         for a in args {
             match *a {
                 "@CONFIG@" => cmd.arg(&config),
