@@ -176,6 +176,7 @@ pub struct Metrics {
     server_idle_closes: IntCounterVec,
     server_unfollowed: IntCounterVec,
     worker_connections: IntCounterVec,
+    worker_handovers: IntCounterVec,
 }
 
 /// Handles for one server, resolved once and carried across reloads with the server.
@@ -498,8 +499,14 @@ impl Metrics {
             ),
             worker_connections: counter_vec(
                 &r,
-                "roundhouse_worker_connections_accepted_total",
-                "Client connections accepted by each worker thread (all listeners): how evenly the kernel spreads them.",
+                "roundhouse_worker_connections_total",
+                "Client connections served by each worker thread (all listeners), whether it accepted them or another worker handed them over.",
+                &["worker"],
+            ),
+            worker_handovers: counter_vec(
+                &r,
+                "roundhouse_worker_handovers_total",
+                "Client connections a worker thread accepted and handed to a less busy worker.",
                 &["worker"],
             ),
             registry: r,
@@ -607,9 +614,15 @@ impl Metrics {
         }
     }
 
-    /// The counter of connections accepted by worker `index`, resolved once per accept loop.
+    /// The counter of connections served by worker `index`, resolved once per listener.
     pub fn worker_connections(&self, index: usize) -> IntCounter {
         self.worker_connections
+            .with_label_values(&[&index.to_string()])
+    }
+
+    /// The counter of connections worker `index` handed to another, resolved once per listener.
+    pub fn worker_handovers(&self, index: usize) -> IntCounter {
+        self.worker_handovers
             .with_label_values(&[&index.to_string()])
     }
 
