@@ -176,7 +176,6 @@ pub struct Metrics {
     server_idle_closes: IntCounterVec,
     server_unfollowed: IntCounterVec,
     worker_connections: IntCounterVec,
-    worker_handovers: IntCounterVec,
 }
 
 /// Handles for one server, resolved once and carried across reloads with the server.
@@ -499,14 +498,8 @@ impl Metrics {
             ),
             worker_connections: counter_vec(
                 &r,
-                "roundhouse_worker_connections_total",
-                "Client connections served by each worker thread (all listeners), whether it accepted them or another worker handed them over.",
-                &["worker"],
-            ),
-            worker_handovers: counter_vec(
-                &r,
-                "roundhouse_worker_handovers_total",
-                "Client connections a worker thread accepted and handed to a less busy worker.",
+                "roundhouse_worker_connections_accepted_total",
+                "Client connections accepted by each worker thread (all listeners): how evenly the kernel spreads them.",
                 &["worker"],
             ),
             registry: r,
@@ -614,15 +607,9 @@ impl Metrics {
         }
     }
 
-    /// The counter of connections served by worker `index`, resolved once per listener.
+    /// The counter of connections accepted by worker `index`, resolved once per accept loop.
     pub fn worker_connections(&self, index: usize) -> IntCounter {
         self.worker_connections
-            .with_label_values(&[&index.to_string()])
-    }
-
-    /// The counter of connections worker `index` handed to another, resolved once per listener.
-    pub fn worker_handovers(&self, index: usize) -> IntCounter {
-        self.worker_handovers
             .with_label_values(&[&index.to_string()])
     }
 

@@ -25,15 +25,8 @@ use relay::End;
 /// The most servers one client connection may try (`retries` is at most 16).
 const MAX_TRIES: usize = 17;
 
-/// Takes over a freshly accepted client connection on the current worker; `held` is kept for as
-/// long as the connection is open (the worker's count of open connections).
-pub fn accept(
-    client: TcpStream,
-    peer: SocketAddr,
-    key: SocketAddr,
-    shared: &Arc<Shared>,
-    held: impl Send + 'static,
-) {
+/// Takes over a freshly accepted client connection on the current worker.
+pub fn accept(client: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc<Shared>) {
     let running = shared.running.load();
     let Some(route) = running.routes.get(&key) else {
         // the listener was removed by a reload a moment ago; its sockets are closing
@@ -55,7 +48,6 @@ pub fn accept(
     shared.tracker.spawn(async move {
         serve(client, peer, &route).await;
         route.listener.release();
-        drop(held);
     });
 }
 

@@ -390,7 +390,7 @@ fn start_listener(
     let running = shared.running.load();
     let name = running.routes.get(&key).map(|r| r.listener.name.clone());
     tracing::info!(listener = %name.as_deref().unwrap_or("?"), bind = %key, addr = %bound.local, "listening");
-    listener::start(bound, key, workers.spread(), shared)
+    listener::start(bound, key, workers.handles(), shared)
 }
 
 /// The error for listener `i`, whose address `bind` this host does not hold.

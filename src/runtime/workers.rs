@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::listener::Spread;
 use crate::proxy;
 
 /// The longest time between two heartbeats of a worker.
@@ -23,21 +22,22 @@ pub struct Workers {
     handles: Vec<Handle>,
     threads: Vec<(JoinHandle<()>, oneshot::Sender<()>)>,
     heartbeats: Vec<Arc<AtomicU64>>,
-    spread: Arc<Spread>,
 }
 
 impl Workers {
     /// Starts `n` worker threads.
     pub fn start(n: usize) -> std::io::Result<Workers> {
-        let mut handles = Vec::new();
-        let mut threads = Vec::new();
-        let mut heartbeats = Vec::new();
+        let mut w = Workers {
+            handles: Vec::new(),
+            threads: Vec::new(),
+            heartbeats: Vec::new(),
+        };
         for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let (stop, stopped) = oneshot::channel::<()>();
-            handles.push(rt.handle().clone());
+            w.handles.push(rt.handle().clone());
             let thread = std::thread::Builder::new()
                 .name(format!("roundhouse-w{i}"))
                 .spawn(move || {
@@ -45,20 +45,10 @@ impl Workers {
                     // runtime then closes whatever connections are still open on this thread.
                     let _ = rt.block_on(stopped);
                 })?;
-            threads.push((thread, stop));
-            heartbeats.push(Arc::new(AtomicU64::new(0)));
+            w.threads.push((thread, stop));
+            w.heartbeats.push(Arc::new(AtomicU64::new(0)));
         }
-        Ok(Workers {
-            spread: Spread::new(&handles),
-            handles,
-            threads,
-            heartbeats,
-        })
-    }
-
-    /// The workers with their counts of open connections, for the accept loops.
-    pub fn spread(&self) -> &Arc<Spread> {
-        &self.spread
+        Ok(w)
     }
 
     /// The event loops, to spawn accept loops on.

@@ -1,14 +1,9 @@
 //! Listening sockets and the accept loop. Socket options are set here and only here.
 //!
 //! Each listener address is bound once per worker thread with `SO_REUSEPORT`, so the kernel
-//! spreads new connections over the workers and no thread ever waits on another's lock; a worker
-//! that holds more than its share hands new connections on (see `spread`). The sockets of a
-//! listener stay open across reloads for as long as its address stays configured, so a reload
-//! never refuses a connection.
-
-mod spread;
-
-pub use spread::Spread;
+//! spreads new connections over the workers and no thread ever waits on another's lock. The
+//! sockets of a listener stay open across reloads for as long as its address stays configured,
+//! so a reload never refuses a connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy;
@@ -114,32 +110,17 @@ impl Drop for Accepting {
 }
 
 /// Starts one accept loop per worker for the listener configured at `key`.
-pub fn start(
-    bound: Bound,
-    key: SocketAddr,
-    spread: &Arc<Spread>,
-    shared: &Arc<Shared>,
-) -> Accepting {
+pub fn start(bound: Bound, key: SocketAddr, workers: &[Handle], shared: &Arc<Shared>) -> Accepting {
     let stop = CancellationToken::new();
     let mut loops = Vec::new();
-    let workers = spread.workers();
-    // resolved once per listener, not per connection
-    let served: Vec<_> = (0..workers.len())
-        .map(|i| shared.metrics.worker_connections(i))
-        .collect();
     let sockets = bound.sockets.into_iter().enumerate();
     for ((i, socket), worker) in sockets.zip(workers.iter().cycle()) {
         let shared = shared.clone();
         let stop = stop.clone();
-        let place = Place {
-            me: i % workers.len(),
-            spread: spread.clone(),
-            served: served.clone(),
-            handed_over: shared.metrics.worker_handovers(i % workers.len()),
-        };
+        let taken = shared.metrics.worker_connections(i % workers.len());
         loops.push(worker.spawn(async move {
             match TcpListener::from_std(socket) {
-                Ok(listener) => accept_loop(listener, key, shared, place, stop).await,
+                Ok(listener) => accept_loop(listener, key, shared, taken, stop).await,
                 Err(e) => tracing::error!(bind = %key, error = %e, "cannot start accepting"),
             }
         }));
@@ -155,7 +136,7 @@ async fn accept_loop(
     listener: TcpListener,
     key: SocketAddr,
     shared: Arc<Shared>,
-    place: Place,
+    taken: IntCounter,
     stop: CancellationToken,
 ) {
     let mut stopped = pin!(stop.cancelled());
@@ -170,7 +151,8 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                place.take(stream, peer, key, &shared);
+                taken.inc();
+                proxy::accept(stream, peer, key, &shared);
             }
             Err(e) if is_transient(&e) => {}
             Err(e) => {
@@ -187,40 +169,6 @@ async fn accept_loop(
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
             }
         }
-    }
-}
-
-/// The worker an accept loop runs on, and where its connections may go instead.
-struct Place {
-    me: usize,
-    spread: Arc<Spread>,
-    /// Connections served, one counter per worker.
-    served: Vec<IntCounter>,
-    /// Connections this worker accepted and handed to another.
-    handed_over: IntCounter,
-}
-
-impl Place {
-    /// Serves an accepted connection here, or on the least busy worker when this one holds
-    /// more than its share.
-    fn take(&self, stream: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc<Shared>) {
-        let to = self.spread.pick(self.me);
-        self.served[to].inc();
-        let held = self.spread.hold(to);
-        if to == self.me {
-            proxy::accept(stream, peer, key, shared, held);
-            return;
-        }
-        self.handed_over.inc();
-        // Out of this worker's epoll, into the other's; its task is spawned there too.
-        let there = self.spread.workers()[to].enter();
-        match stream.into_std().and_then(TcpStream::from_std) {
-            Ok(stream) => proxy::accept(stream, peer, key, shared, held),
-            Err(e) => {
-                tracing::warn!(client = %peer, error = %e, "cannot hand a connection to another worker")
-            }
-        }
-        drop(there);
     }
 }
 
