@@ -12,27 +12,35 @@ What it measures (one line per load and proxy, medians over --runs runs):
              Each proxied connection takes two descriptors in the proxy: under a hard limit of
              20,000 (a container without CAP_SYS_RESOURCE) it holds 9,000 instead, and says so.
   syscalls   (not in the default set) keepalive -c64 with `strace -c -f` attached to each proxy:
-             system calls per request, by call. strace slows the proxy; the counts are what matter.
+             system calls per request, by call. strace slows the proxy, which then finds more
+             events per epoll_wait: so a second pass counts epoll_wait calls and context switches
+             per request with `perf stat` (kernel counters, full speed), when perf is installed.
 For every wrk load it also prints each proxy's own CPU time per request (user + system, all
 threads) and context switches per request (voluntary + involuntary, all threads, from
 /proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
 run. For roundhouse it prints how the load's connections spread over its worker threads (the
 change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
-for haproxy the same from its `show activity` (accepted connections per thread).
+for haproxy the same from its `show activity` (see haproxy_workers).
+Before each load on roundhouse it waits until both JSON backends are in rotation (on a busy
+machine a check times out now and then). The table's targets are issue 17's.
 The script raises its descriptor limit (to 200,000 where it may, else to the hard limit) for
 the proxies, wrk and itself; haproxy's maxconn follows that limit.
 
 Ports: backends 19201/19202 (nginx, static JSON) and 19203 (iperf3); haproxy 19100/19110,
-nginx stream 19101/19111, roundhouse 19102/19112; direct = the backends themselves.
+nginx stream 19101/19111, roundhouse 19102/19112 (admin 19902), --baseline 19103/19113 (admin
+19903); direct = the backends themselves.
 haproxy is configured as its users tune it for this (mode tcp, option splice-auto, default
 threads); nginx stream with worker_processes auto. roundhouse gets the equivalent: two
-listeners, round robin, an Elasticsearch health check on the JSON backends.
+listeners, round robin, an Elasticsearch health check on the JSON backends (which also answer
+/_nodes/_local/http, where the check learns the node's roles).
 
-Needs Debian's haproxy, nginx-light, libnginx-mod-stream, wrk and iperf3; with --install
-(or when run as root and something is missing) it apt-get installs them.
+Needs Debian's haproxy, nginx-light, libnginx-mod-stream, wrk and iperf3 (and strace, perf for
+--only syscalls); with --install (or when run as root and something is missing) it apt-get
+installs the first five.
 
 Usage: benches/compare.py [--runs 3] [--secs 6] [--only keepalive,close,bulk,idle,keepalive-1k,mixed]
-                          [--binary target/release/roundhouse] [--json FILE]
+                          [--proxies direct,haproxy,nginx,roundhouse,baseline]
+                          [--binary target/release/roundhouse] [--baseline OTHER_BINARY] [--json FILE]
 """
 import argparse
 import json
@@ -62,6 +70,7 @@ TARGETS = {
 }
 IDLE_TARGET_KIB = 2.0
 CPU_TARGET = 0.95
+READY = {19102: 19902, 19103: 19903}  # roundhouse's listener port -> its admin port
 MIXED_IDLE = 10000  # fewer when the descriptor limit is lower: see mixed_idle()
 MIXED_P99_TARGET = 1.10
 WRK_LOADS = ("keepalive", "close", "keepalive-1k", "mixed")
@@ -79,8 +88,10 @@ http {{
   keepalive_requests 1000000;
   keepalive_timeout 300s;
   default_type application/json;
-  server {{ listen 127.0.0.1:19201 reuseport backlog=4096; root {d}/www; }}
-  server {{ listen 127.0.0.1:19202 reuseport backlog=4096; root {d}/www; }}
+  server {{ listen 127.0.0.1:19201 reuseport backlog=4096; root {d}/www;
+           location = /_nodes/_local/http {{ alias {d}/www/nodes-19201.json; }} }}
+  server {{ listen 127.0.0.1:19202 reuseport backlog=4096; root {d}/www;
+           location = /_nodes/_local/http {{ alias {d}/www/nodes-19202.json; }} }}
 }}
 """
 
@@ -88,6 +99,7 @@ HAPROXY_CONF = """
 global
   maxconn {maxconn}
   log stderr format raw local0 err
+  maxpipes 200
   stats socket {d}/haproxy.sock level admin
 defaults
   mode tcp
@@ -180,8 +192,9 @@ def nofile():
 
 
 def haproxy_maxconn():
-    """haproxy refuses to start when 2 × maxconn does not fit its descriptor limit."""
-    return min(25000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200) // 2)
+    """haproxy refuses to start unless 2 × maxconn + 2 × maxpipes (200, plenty for splice-auto
+    here) + a few fit its descriptor limit."""
+    return min(25000, (nofile() - 500) // 2)
 
 
 def wait_port(port, timeout=10.0):
@@ -201,6 +214,12 @@ def write_site(d):
               "number_of_data_nodes": 2, "discovered_master": True}
     with open(os.path.join(d, "www", "_cluster", "health"), "w") as f:
         json.dump(health, f, separators=(",", ":"))
+    for port in (19201, 19202):  # what roundhouse's check asks a node about itself (its roles)
+        node = {"name": "es-%d" % port, "roles": ["data", "master"], "version": "8.11.1",
+                "http": {"publish_address": "127.0.0.1:%d" % port}}
+        with open(os.path.join(d, "www", "nodes-%d.json" % port), "w") as f:
+            json.dump({"_nodes": {"total": 1, "successful": 1, "failed": 0}, "cluster_name": "bench",
+                       "nodes": {"node-%d" % port: node}}, f)
     hits = [{"_index": "logs", "_id": str(i), "_score": 1.0, "_source": {"msg": "event %d" % i, "level": "info"}}
             for i in range(12)]
     with open(os.path.join(d, "www", "search.json"), "w") as f:
@@ -260,12 +279,28 @@ def group_ctx_switches(pgid):
 def roundhouse_workers(admin=19902):
     """roundhouse's accepted connections per worker, from its metrics."""
     text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=5).read().decode()
-    found = re.findall(r'^roundhouse_worker_connections_accepted_total\{worker="(\d+)"\} (\d+)', text, re.M)
+    # (and roundhouse_worker_connections_total: what served connections were called in a build
+    # that handed connections between workers, kept to compare with it)
+    found = re.findall(r'^roundhouse_worker_connections(?:_accepted)?_total\{worker="(\d+)"\} (\d+)', text, re.M)
     return [int(n) for _, n in sorted(found, key=lambda w: int(w[0]))]
 
 
+def wait_servers_up(admin, timeout=15.0):
+    """Waits until roundhouse has both JSON backends in rotation again: on a busy machine a check
+    times out now and then, and a load started then would measure refusals."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=5).read().decode()
+        if re.search(r'^roundhouse_backend_servers_up\{backend="es"\} 2$', text, re.M):
+            return
+        time.sleep(0.1)
+    print("  (roundhouse on admin port %d: not both servers up after %.0f s)" % (admin, timeout), flush=True)
+
+
 def haproxy_workers(sock_path):
-    """haproxy's accepted connections per thread, from `show activity` on its stats socket."""
+    """haproxy's connections per thread, from `show activity` on its stats socket. `accepted`
+    counts where accept() ran; haproxy then pushes each to the accept queue of the thread it
+    picks, its own included (`accq_pushed`, counted on the receiving thread): that is the spread."""
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(5)
     s.connect(sock_path)
@@ -277,11 +312,16 @@ def haproxy_workers(sock_path):
             break
         out += chunk
     s.close()
-    line = re.search(r"^accepted:\s*\d*\s*\[([\d\s]+)\]", out.decode(), re.M)
-    return [int(n) for n in line.group(1).split()] if line else []
+    def per_thread(name):
+        line = re.search(r"^%s:\s*\d*\s*\[([\d\s]+)\]" % name, out.decode(), re.M)
+        return [int(n) for n in line.group(1).split()] if line else []
+    pushed = per_thread("accq_pushed")
+    return pushed if sum(pushed) else per_thread("accepted")
 
 
 def wrk(port, secs, conns, close, pgid=None, workers=None):
+    if port in READY:
+        wait_servers_up(READY[port])
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
@@ -295,6 +335,8 @@ def wrk(port, secs, conns, close, pgid=None, workers=None):
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not found:
         sys.exit("wrk printed no rate:\n" + out)
+    if re.search(r"^\s*0 requests in", out, re.M):
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": "no request completed: " + out}
 
     def latency_ms(pct):
         m = re.search(r"\s%s%%\s+([\d.]+)(us|ms|s)\b" % pct, out)
@@ -386,6 +428,7 @@ def mixed(port, secs, pgid, workers):
         loaded = wrk(port, secs, 64, False, pgid, workers)
     finally:
         close_all(socks)
+        time.sleep(2)  # the proxy closes both legs of each: not during the next load
     r = {k: v for k, v in loaded.items()}
     r.update({"base_rps": base["rps"], "base_p99_ms": base["p99_ms"],
               "p99_vs_base": loaded["p99_ms"] / base["p99_ms"], "rps_vs_base": loaded["rps"] / base["rps"]})
@@ -405,7 +448,10 @@ def syscalls(port, secs, pgid):
                           capture_output=True, text=True).stdout
     tracer.send_signal(signal.SIGINT)
     tracer.wait(30)
-    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    found = re.search(r"(\d+) requests in", text)
+    requests = int(found.group(1)) if found else 0
+    if not requests:
+        return {"total_per_req": float("nan"), "by_call": "no request completed under strace: " + text[-300:]}
     calls = {}
     for line in open(out):
         m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
@@ -413,8 +459,38 @@ def syscalls(port, secs, pgid):
             calls[m.group(2)] = int(m.group(1)) / requests
     shutil.rmtree(os.path.dirname(out), ignore_errors=True)
     top = sorted(calls.items(), key=lambda c: -c[1])
-    return {"total_per_req": sum(calls.values()),
-            "by_call": " ".join("%s=%.2f" % (k, v) for k, v in top if v >= 0.01)}
+    result = {"total_per_req": sum(calls.values()),
+              "by_call": " ".join("%s=%.2f" % (k, v) for k, v in top if v >= 0.01)}
+    result.update(sleeps(port, secs, pids))
+    return result
+
+
+def sleeps(port, secs, pids):
+    """epoll_wait calls and context switches per keep-alive request counted by `perf stat`
+    (kernel counters: the proxy runs at full speed, where strace batches its events)."""
+    if not shutil.which("perf"):
+        return {}
+    out = os.path.join(tempfile.mkdtemp(prefix="roundhouse-perf-"), "perf.txt")
+    events = "syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,context-switches"
+    counter = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", ",".join(pids), "-o", out],
+                               stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    text = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % secs, "http://127.0.0.1:%d/search.json" % port],
+                          capture_output=True, text=True).stdout
+    counter.send_signal(signal.SIGINT)
+    counter.wait(30)
+    found = re.search(r"(\d+) requests in", text)
+    counts = {}
+    for line in open(out):
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            name = "ctx" if fields[2] == "context-switches" else "epoll_wait"
+            counts[name] = counts.get(name, 0) + int(fields[0])
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+    if not found or not counts:
+        return {}
+    n = int(found.group(1))
+    return {"perf_epoll_wait_per_req": counts.get("epoll_wait", 0) / n, "perf_ctx_per_req": counts.get("ctx", 0) / n}
 
 
 def one_run(args, binary):
@@ -457,8 +533,12 @@ def one_run(args, binary):
         for name, (http_port, bulk_port) in ports.items():
             r = {}
             pgid, spread = groups.get(name), workers.get(name)
+            if name not in args.proxies:
+                continue
             if "keepalive" in args.only:
                 r["keepalive"] = wrk(http_port, args.secs, 64, False, pgid, spread)
+            if "syscalls" in args.only and name in groups:
+                r["syscalls"] = syscalls(http_port, args.secs, groups[name])
             if "close" in args.only:
                 r["close"] = wrk(http_port, args.secs, 32, True, pgid, spread)
             if "bulk" in args.only:
@@ -469,8 +549,6 @@ def one_run(args, binary):
                 r["keepalive-1k"] = wrk(http_port, args.secs, 1000, False, pgid, spread)
             if "mixed" in args.only:
                 r["mixed"] = mixed(http_port, args.secs, pgid, spread)
-            if "syscalls" in args.only and name in groups:
-                r["syscalls"] = syscalls(http_port, args.secs, groups[name])
             result[name] = r
             for load, v in r.items():
                 print("  %-10s %-9s %s" % (name, load, "  ".join(
@@ -558,7 +636,11 @@ def report(runs, only):
         for p in proxies:
             for r in runs:
                 if "syscalls" in r.get(p, {}):
-                    print("  %-10s %.2f: %s" % (p, r[p]["syscalls"]["total_per_req"], r[p]["syscalls"]["by_call"]))
+                    sc = r[p]["syscalls"]
+                    print("  %-10s %.2f: %s" % (p, sc["total_per_req"], sc["by_call"]))
+                    if "perf_ctx_per_req" in sc:
+                        print("  %-10s without strace (perf stat): epoll_wait %.3f, context switches %.3f per request"
+                              % ("", sc["perf_epoll_wait_per_req"], sc["perf_ctx_per_req"]))
 
 
 def main():
@@ -566,6 +648,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--secs", type=int, default=6)
     ap.add_argument("--only", default=DEFAULT_LOADS)
+    ap.add_argument("--proxies", default="direct,haproxy,nginx,roundhouse,baseline",
+                    help="measure only these (the table needs haproxy and roundhouse)")
     ap.add_argument("--binary", help="roundhouse binary (default: build target/release/roundhouse)")
     ap.add_argument("--install", action="store_true", help="apt-get install missing tools")
     ap.add_argument("--json", help="write every run's raw figures here")
@@ -573,6 +657,7 @@ def main():
                                        "runs as 'baseline', on ports 19103/19113, admin 19903")
     args = ap.parse_args()
     args.only = args.only.split(",")
+    args.proxies = args.proxies.split(",")
     ensure_tools(args.install)
     raise_fd_limit()
     binary = args.binary
