@@ -6,25 +6,47 @@ What it measures (one line per load and proxy, medians over --runs runs):
   close      the same with `Connection: close`: a new proxied TCP connection per request
   bulk       iperf3 through the proxy to one iperf3 server: Gbit/s
   idle       4000 open proxied connections, each with a completed request: proxy RSS growth per connection
-For keepalive and close it also prints each proxy's own CPU time per request (user + system, all
-threads): what a request costs the proxy, however the 2 cores were shared in that run.
+  keepalive-1k  keepalive with wrk -c1000
+  mixed      keepalive (-c64) twice, back to back: without, then with 10,000 idle proxied connections
+             held open (each with a completed request); rate and p99 of both, and p99 with/without.
+             Each proxied connection takes two descriptors in the proxy: under a hard limit of
+             20,000 (a container without CAP_SYS_RESOURCE) it holds 9,000 instead, and says so.
+  syscalls   (not in the default set) keepalive -c64 with `strace -c -f` attached to each proxy:
+             system calls per request, by call. strace slows the proxy, which then finds more
+             events per epoll_wait: so a second pass counts epoll_wait calls and context switches
+             per request with `perf stat` (kernel counters, full speed), when perf is installed.
+For every wrk load it also prints each proxy's own CPU time per request (user + system, all
+threads) and context switches per request (voluntary + involuntary, all threads, from
+/proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
+run. For roundhouse it prints how the load's connections spread over its worker threads (the
+change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
+for haproxy the same from its `show activity` (see haproxy_workers).
+Before each load on roundhouse it waits until both JSON backends are in rotation (on a busy
+machine a check times out now and then). The table's targets are issue 17's.
+The script raises its descriptor limit (to 200,000 where it may, else to the hard limit) for
+the proxies, wrk and itself; haproxy's maxconn follows that limit.
 
 Ports: backends 19201/19202 (nginx, static JSON) and 19203 (iperf3); haproxy 19100/19110,
-nginx stream 19101/19111, roundhouse 19102/19112; direct = the backends themselves.
+nginx stream 19101/19111, roundhouse 19102/19112 (admin 19902), --baseline 19103/19113 (admin
+19903); direct = the backends themselves.
 haproxy is configured as its users tune it for this (mode tcp, option splice-auto, default
 threads); nginx stream with worker_processes auto. roundhouse gets the equivalent: two
-listeners, round robin, an Elasticsearch health check on the JSON backends.
+listeners, round robin, an Elasticsearch health check on the JSON backends (which also answer
+/_nodes/_local/http, where the check learns the node's roles).
 
-Needs Debian's haproxy, nginx-light, libnginx-mod-stream, wrk and iperf3; with --install
-(or when run as root and something is missing) it apt-get installs them.
+Needs Debian's haproxy, nginx-light, libnginx-mod-stream, wrk and iperf3 (and strace, perf for
+--only syscalls); with --install (or when run as root and something is missing) it apt-get
+installs the first five.
 
-Usage: benches/compare.py [--runs 3] [--secs 6] [--only keepalive,close,bulk,idle]
-                          [--binary target/release/roundhouse] [--json FILE]
+Usage: benches/compare.py [--runs 3] [--secs 6] [--only keepalive,close,bulk,idle,keepalive-1k,mixed]
+                          [--proxies direct,haproxy,nginx,roundhouse,baseline]
+                          [--binary target/release/roundhouse] [--baseline OTHER_BINARY] [--json FILE]
 """
 import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -33,44 +55,59 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = {"haproxy": "haproxy", "nginx": "nginx-light", "wrk": "wrk", "iperf3": "iperf3"}
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 PROXIES = ("haproxy", "nginx", "roundhouse")
-# load -> (metric, higher is better, target ratio roundhouse/haproxy)
+# load -> (metric, higher is better, target ratio roundhouse/haproxy), issue 17's targets
 TARGETS = {
-    "keepalive": ("rps", True, 1.10),
-    "close": ("rps", True, 1.10),
-    "bulk": ("gbit_s", True, 1.00),
+    "keepalive": ("rps", True, 1.00),
+    "keepalive-1k": ("rps", True, 1.00),
+    "close": ("rps", True, 1.00),
+    "bulk": ("gbit_s", True, 1.30),
 }
-IDLE_TARGET_KIB = 3.0
+IDLE_TARGET_KIB = 2.0
+CPU_TARGET = 0.95
+READY = {19102: 19902, 19103: 19903}  # roundhouse's listener port -> its admin port
+MIXED_IDLE = 10000  # fewer when the descriptor limit is lower: see mixed_idle()
+MIXED_P99_TARGET = 1.10
+WRK_LOADS = ("keepalive", "close", "keepalive-1k", "mixed")
+DEFAULT_LOADS = "keepalive,close,bulk,idle,keepalive-1k,mixed"
 
 BACKENDS_CONF = """
 worker_processes 1;
 daemon off;
 pid {d}/backend.pid;
 error_log {d}/backend.err warn;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {nofile}; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
+  keepalive_timeout 300s;
   default_type application/json;
-  server {{ listen 127.0.0.1:19201 reuseport backlog=4096; root {d}/www; }}
-  server {{ listen 127.0.0.1:19202 reuseport backlog=4096; root {d}/www; }}
+  server {{ listen 127.0.0.1:19201 reuseport backlog=4096; root {d}/www;
+           location = /_nodes/_local/http {{ alias {d}/www/nodes-19201.json; }} }}
+  server {{ listen 127.0.0.1:19202 reuseport backlog=4096; root {d}/www;
+           location = /_nodes/_local/http {{ alias {d}/www/nodes-19202.json; }} }}
 }}
 """
 
 HAPROXY_CONF = """
 global
-  maxconn 4500
+  maxconn {maxconn}
   log stderr format raw local0 err
+  maxpipes 200
+  stats socket {d}/haproxy.sock level admin
 defaults
   mode tcp
+  maxconn {maxconn}
   option splice-auto
   timeout connect 2s
-  timeout client 30s
-  timeout server 30s
+  timeout client 300s
+  timeout server 300s
 frontend es
   bind 127.0.0.1:19100 backlog 4096
   default_backend es
@@ -89,11 +126,12 @@ backend bulk
 
 NGINX_STREAM_CONF = """
 worker_processes auto;
+worker_rlimit_nofile {nofile};
 daemon off;
 load_module {module};
 pid {d}/stream.pid;
 error_log {d}/stream.err warn;
-events {{ worker_connections 10000; }}
+events {{ worker_connections {nofile}; }}
 stream {{
   upstream es {{ server 127.0.0.1:19201; server 127.0.0.1:19202; }}
   server {{ listen 127.0.0.1:19101 backlog=4096; proxy_pass es; }}
@@ -105,10 +143,10 @@ stream {{
 ROUNDHOUSE_CONF = """
 enabled: true
 admin:
-  bind: 127.0.0.1:19902
+  bind: 127.0.0.1:{admin}
 listeners:
-  - {{ name: es, bind: "127.0.0.1:19102", backend: es }}
-  - {{ name: bulk, bind: "127.0.0.1:19112", backend: bulk }}
+  - {{ name: es, bind: "127.0.0.1:{http}", backend: es }}
+  - {{ name: bulk, bind: "127.0.0.1:{bulk}", backend: bulk }}
 backends:
   - name: es
     servers: [127.0.0.1:19201, 127.0.0.1:19202]
@@ -132,6 +170,33 @@ def ensure_tools(install):
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def raise_fd_limit():
+    """Enough descriptors for wrk -c1000 and 10,000 idle connections (both legs in each proxy);
+    without CAP_SYS_RESOURCE (a container) only up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 200000), max(hard, 200000)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def mixed_idle():
+    """MIXED_IDLE, or as many as one proxy process can hold under this descriptor limit: each
+    proxied connection takes two descriptors (20,000 allows 9,000, with room for the rest)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return min(MIXED_IDLE, (limit - 2000) // 2)
+
+
+def nofile():
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def haproxy_maxconn():
+    """haproxy refuses to start unless 2 × maxconn + 2 × maxpipes (200, plenty for splice-auto
+    here) + a few fit its descriptor limit."""
+    return min(25000, (nofile() - 500) // 2)
+
+
 def wait_port(port, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -149,6 +214,12 @@ def write_site(d):
               "number_of_data_nodes": 2, "discovered_master": True}
     with open(os.path.join(d, "www", "_cluster", "health"), "w") as f:
         json.dump(health, f, separators=(",", ":"))
+    for port in (19201, 19202):  # what roundhouse's check asks a node about itself (its roles)
+        node = {"name": "es-%d" % port, "roles": ["data", "master"], "version": "8.11.1",
+                "http": {"publish_address": "127.0.0.1:%d" % port}}
+        with open(os.path.join(d, "www", "nodes-%d.json" % port), "w") as f:
+            json.dump({"_nodes": {"total": 1, "successful": 1, "failed": 0}, "cluster_name": "bench",
+                       "nodes": {"node-%d" % port: node}}, f)
     hits = [{"_index": "logs", "_id": str(i), "_score": 1.0, "_source": {"msg": "event %d" % i, "level": "info"}}
             for i in range(12)]
     with open(os.path.join(d, "www", "search.json"), "w") as f:
@@ -188,16 +259,84 @@ def group_cpu_s(pgid):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port, secs, conns, close, pgid=None):
+def group_ctx_switches(pgid):
+    """Context switches (voluntary + involuntary) so far of every thread of a process group."""
+    total = 0
+    for pid, _ in group_pids(pgid):
+        try:
+            tasks = os.listdir("/proc/%s/task" % pid)
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open("/proc/%s/task/%s/status" % (pid, tid)) as f:
+                    total += sum(int(l.split()[1]) for l in f if "ctxt_switches:" in l)
+            except (OSError, ValueError):
+                pass
+    return total
+
+
+def roundhouse_workers(admin=19902):
+    """roundhouse's accepted connections per worker, from its metrics."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=5).read().decode()
+    # (and roundhouse_worker_connections_total: what served connections were called in a build
+    # that handed connections between workers, kept to compare with it)
+    found = re.findall(r'^roundhouse_worker_connections(?:_accepted)?_total\{worker="(\d+)"\} (\d+)', text, re.M)
+    return [int(n) for _, n in sorted(found, key=lambda w: int(w[0]))]
+
+
+def wait_servers_up(admin, timeout=15.0):
+    """Waits until roundhouse has both JSON backends in rotation again: on a busy machine a check
+    times out now and then, and a load started then would measure refusals."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=5).read().decode()
+        if re.search(r'^roundhouse_backend_servers_up\{backend="es"\} 2$', text, re.M):
+            return
+        time.sleep(0.1)
+    print("  (roundhouse on admin port %d: not both servers up after %.0f s)" % (admin, timeout), flush=True)
+
+
+def haproxy_workers(sock_path):
+    """haproxy's connections per thread, from `show activity` on its stats socket. `accepted`
+    counts where accept() ran; haproxy then pushes each to the accept queue of the thread it
+    picks, its own included (`accq_pushed`, counted on the receiving thread): that is the spread."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(sock_path)
+    s.sendall(b"show activity\n")
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    def per_thread(name):
+        line = re.search(r"^%s:\s*\d*\s*\[([\d\s]+)\]" % name, out.decode(), re.M)
+        return [int(n) for n in line.group(1).split()] if line else []
+    pushed = per_thread("accq_pushed")
+    return pushed if sum(pushed) else per_thread("accepted")
+
+
+def wrk(port, secs, conns, close, pgid=None, workers=None):
+    if port in READY:
+        wait_servers_up(READY[port])
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
     cpu_before = group_cpu_s(pgid) if pgid else None
+    ctx_before = group_ctx_switches(pgid) if pgid else None
+    spread_before = workers() if workers else None
     out = subprocess.run(cmd + ["http://127.0.0.1:%d/search.json" % port], capture_output=True, text=True).stdout
     cpu = group_cpu_s(pgid) - cpu_before if pgid else None
+    ctx = group_ctx_switches(pgid) - ctx_before if pgid else None
+    spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not found:
         sys.exit("wrk printed no rate:\n" + out)
+    if re.search(r"^\s*0 requests in", out, re.M):
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": "no request completed: " + out}
 
     def latency_ms(pct):
         m = re.search(r"\s%s%%\s+([\d.]+)(us|ms|s)\b" % pct, out)
@@ -210,6 +349,12 @@ def wrk(port, secs, conns, close, pgid=None):
     if cpu is not None and requests:
         # the proxy's own CPU per request: what it costs, whatever share of the 2 cores it got
         result["cpu_us_per_req"] = cpu * 1e6 / int(requests.group(1))
+    if ctx is not None and requests:
+        result["ctx_per_req"] = ctx / int(requests.group(1))
+    if spread:
+        result["spread"] = "/".join(map(str, spread))
+        # the busiest worker's share over an even share: 1.0 is even, 2.0 one of two took all
+        result["max_share"] = max(spread) * len(spread) / max(1, sum(spread))
     return result
 
 
@@ -242,21 +387,110 @@ def group_rss_kib(pgid):
     return total
 
 
-def idle(port, pgid, n=4000):
-    before = group_rss_kib(pgid)
+def open_idle(port, n):
+    """n proxied connections, each with a completed request, so both legs of each exist."""
     socks = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port), 2)
-        s.sendall(b"GET /_cluster/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        socks.append(s)
-    for s in socks:  # each round trip completed: both legs of every connection exist
-        s.settimeout(5)
-        s.recv(4096)
-    time.sleep(0.5)
-    after = group_rss_kib(pgid)
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), 5)
+            s.sendall(b"GET /_cluster/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            s.settimeout(10)
+            s.recv(4096)
+    except OSError:
+        close_all(socks)
+        raise
+    return socks
+
+
+def close_all(socks):
     for s in socks:
         s.close()
+
+
+def idle(port, pgid, n=4000):
+    before = group_rss_kib(pgid)
+    socks = open_idle(port, n)
+    time.sleep(0.5)
+    after = group_rss_kib(pgid)
+    close_all(socks)
     return {"kib_per_conn": (after - before) / n, "rss_mib": after / 1024.0}
+
+
+def mixed(port, secs, pgid, workers):
+    """Keep-alive -c64 without, then with MIXED_IDLE idle proxied connections held open."""
+    base = wrk(port, secs, 64, False, pgid, workers)
+    before = workers() if workers else None
+    socks = open_idle(port, mixed_idle())
+    try:
+        idle_spread = [b - a for a, b in zip(before, workers())] if workers else None
+        loaded = wrk(port, secs, 64, False, pgid, workers)
+    finally:
+        close_all(socks)
+        time.sleep(2)  # the proxy closes both legs of each: not during the next load
+    r = {k: v for k, v in loaded.items()}
+    r.update({"base_rps": base["rps"], "base_p99_ms": base["p99_ms"],
+              "p99_vs_base": loaded["p99_ms"] / base["p99_ms"], "rps_vs_base": loaded["rps"] / base["rps"]})
+    if idle_spread:
+        r["idle_spread"] = "/".join(map(str, idle_spread))
+    return r
+
+
+def syscalls(port, secs, pgid):
+    """System calls per keep-alive request, by call, with `strace -c -f` on every process of the group."""
+    out = os.path.join(tempfile.mkdtemp(prefix="roundhouse-strace-"), "strace.txt")
+    pids = [pid for pid, _ in group_pids(pgid)]
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", p)],
+                              stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached to every thread
+    text = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % secs, "http://127.0.0.1:%d/search.json" % port],
+                          capture_output=True, text=True).stdout
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(30)
+    found = re.search(r"(\d+) requests in", text)
+    requests = int(found.group(1)) if found else 0
+    if not requests:
+        return {"total_per_req": float("nan"), "by_call": "no request completed under strace: " + text[-300:]}
+    calls = {}
+    for line in open(out):
+        m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+        if m and m.group(2) != "total":
+            calls[m.group(2)] = int(m.group(1)) / requests
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+    top = sorted(calls.items(), key=lambda c: -c[1])
+    result = {"total_per_req": sum(calls.values()),
+              "by_call": " ".join("%s=%.2f" % (k, v) for k, v in top if v >= 0.01)}
+    result.update(sleeps(port, secs, pids))
+    return result
+
+
+def sleeps(port, secs, pids):
+    """epoll_wait calls and context switches per keep-alive request counted by `perf stat`
+    (kernel counters: the proxy runs at full speed, where strace batches its events)."""
+    if not shutil.which("perf"):
+        return {}
+    out = os.path.join(tempfile.mkdtemp(prefix="roundhouse-perf-"), "perf.txt")
+    events = "syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,context-switches"
+    counter = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", ",".join(pids), "-o", out],
+                               stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    text = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % secs, "http://127.0.0.1:%d/search.json" % port],
+                          capture_output=True, text=True).stdout
+    counter.send_signal(signal.SIGINT)
+    counter.wait(30)
+    found = re.search(r"(\d+) requests in", text)
+    counts = {}
+    for line in open(out):
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            name = "ctx" if fields[2] == "context-switches" else "epoll_wait"
+            counts[name] = counts.get(name, 0) + int(fields[0])
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+    if not found or not counts:
+        return {}
+    n = int(found.group(1))
+    return {"perf_epoll_wait_per_req": counts.get("epoll_wait", 0) / n, "perf_ctx_per_req": counts.get("ctx", 0) / n}
 
 
 def one_run(args, binary):
@@ -271,32 +505,50 @@ def one_run(args, binary):
         return path
     try:
         write_site(d)
-        procs.start("backends", ["nginx", "-c", conf("backends.conf", BACKENDS_CONF.format(d=d)), "-p", d], 19201)
+        procs.start("backends", ["nginx", "-c", conf("backends.conf", BACKENDS_CONF.format(d=d, nofile=nofile())), "-p", d], 19201)
         procs.start("iperf3", ["iperf3", "-s", "-p", "19203"], 19203)
         groups = {
-            "haproxy": procs.start("haproxy", ["haproxy", "-f", conf("haproxy.cfg", HAPROXY_CONF)], 19100).pid,
+            "haproxy": procs.start("haproxy", ["haproxy", "-f", conf("haproxy.cfg", HAPROXY_CONF.format(
+                d=d, maxconn=haproxy_maxconn()))],
+                                   19100).pid,
             "nginx": procs.start("nginx", ["nginx", "-c", conf("stream.conf", NGINX_STREAM_CONF.format(
-                d=d, module=STREAM_MODULE)), "-p", d], 19101).pid,
-            "roundhouse": procs.start("roundhouse", [binary, "run", "--config",
-                                                      conf("roundhouse.yaml", ROUNDHOUSE_CONF.format())], 19102).pid,
+                d=d, module=STREAM_MODULE, nofile=nofile())), "-p", d], 19101).pid,
+            "roundhouse": procs.start("roundhouse", [binary, "run", "--config", conf("roundhouse.yaml", ROUNDHOUSE_CONF.format(
+                admin=19902, http=19102, bulk=19112))], 19102).pid,
         }
-        for port in (19110, 19111, 19112):
+        ports = {"direct": (19201, 19203), "haproxy": (19100, 19110), "nginx": (19101, 19111),
+                 "roundhouse": (19102, 19112)}
+        workers = {"roundhouse": roundhouse_workers,
+                   "haproxy": lambda: haproxy_workers(os.path.join(d, "haproxy.sock"))}
+        if args.baseline:
+            groups["baseline"] = procs.start("baseline", [args.baseline, "run", "--config", conf(
+                "baseline.yaml", ROUNDHOUSE_CONF.format(admin=19903, http=19103, bulk=19113))], 19103).pid
+            ports["baseline"] = (19103, 19113)
+            workers["baseline"] = lambda: roundhouse_workers(19903)
+        for port in [bulk for _, bulk in ports.values()]:
             if not wait_port(port):
                 sys.exit("nothing listens on %d" % port)
         time.sleep(1.5)  # let every proxy's health checks mark the backends up
-        ports = {"direct": (19201, 19203), "haproxy": (19100, 19110), "nginx": (19101, 19111),
-                 "roundhouse": (19102, 19112)}
         result = {}
         for name, (http_port, bulk_port) in ports.items():
             r = {}
+            pgid, spread = groups.get(name), workers.get(name)
+            if name not in args.proxies:
+                continue
             if "keepalive" in args.only:
-                r["keepalive"] = wrk(http_port, args.secs, 64, close=False, pgid=groups.get(name))
+                r["keepalive"] = wrk(http_port, args.secs, 64, False, pgid, spread)
+            if "syscalls" in args.only and name in groups:
+                r["syscalls"] = syscalls(http_port, args.secs, groups[name])
             if "close" in args.only:
-                r["close"] = wrk(http_port, args.secs, 32, close=True, pgid=groups.get(name))
+                r["close"] = wrk(http_port, args.secs, 32, True, pgid, spread)
             if "bulk" in args.only:
                 r["bulk"] = iperf(bulk_port, args.secs)
             if "idle" in args.only and name in groups:
                 r["idle"] = idle(http_port, groups[name])
+            if "keepalive-1k" in args.only:
+                r["keepalive-1k"] = wrk(http_port, args.secs, 1000, False, pgid, spread)
+            if "mixed" in args.only:
+                r["mixed"] = mixed(http_port, args.secs, pgid, spread)
             result[name] = r
             for load, v in r.items():
                 print("  %-10s %-9s %s" % (name, load, "  ".join(
@@ -308,51 +560,106 @@ def one_run(args, binary):
 
 
 def median(runs, proxy, load, key):
-    values = [r[proxy][load][key] for r in runs if load in r.get(proxy, {})]
+    values = [r[proxy][load][key] for r in runs if key in r.get(proxy, {}).get(load, {})]
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(runs, load, key, of="roundhouse", to="haproxy"):
+    """The median over runs of of/to, each ratio taken within one run."""
+    values = [r[of][load][key] / r[to][load][key] for r in runs
+              if key in r.get(of, {}).get(load, {}) and key in r.get(to, {}).get(load, {})]
     return statistics.median(values) if values else float("nan")
 
 
 def report(runs, only):
-    print("\nmedians of %d run(s); ratio = roundhouse / haproxy (same run)\n" % len(runs))
-    print("| load | direct | haproxy | nginx | roundhouse | ratio | target | met |")
-    print("|---|---|---|---|---|---|---|---|")
-    for load, (key, _, target) in TARGETS.items():
+    proxies = PROXIES + (("baseline",) if "baseline" in runs[0] else ())
+    print("\nmedians of %d run(s); ratio = roundhouse / haproxy (same run)%s\n" % (
+        len(runs), "; vs baseline = roundhouse / baseline (same run)" if "baseline" in proxies else ""))
+    print("| load | direct | %s | ratio | target | met |%s" % (
+        " | ".join(proxies), "" if "baseline" not in proxies else " vs baseline |"))
+    print("|---|---|%s---|---|---|%s" % ("---|" * len(proxies), "" if "baseline" not in proxies else "---|"))
+
+    def row(label, load, key, fmt, target=None, higher=True, direct=True):
+        v = [median(runs, p, load, key) for p in ("direct",) + proxies]
+        cells = [fmt % x if x == x else "" for x in v]
+        if not direct:
+            cells[0] = ""
+        r = ratio(runs, load, key)
+        met = ""
+        if target is not None:
+            met = "yes" if (r >= target if higher else r <= target) else "NO"
+        line = "| %s | %s | %.2f× | %s | %s |" % (
+            label, " | ".join(cells), r, "" if target is None else ("≥ %.2f×" if higher else "≤ %.2f×") % target, met)
+        if "baseline" in proxies:
+            line += " %.2f× |" % ratio(runs, load, key, "roundhouse", "baseline")
+        print(line)
+
+    for load in ("keepalive", "keepalive-1k", "close", "bulk"):
         if load not in only:
             continue
-        v = {p: median(runs, p, load, key) for p in ("direct",) + PROXIES}
-        ratios = [r["roundhouse"][load][key] / r["haproxy"][load][key] for r in runs]
-        ratio = statistics.median(ratios)
+        key, _, target = TARGETS[load]
         unit = "req/s" if key == "rps" else "Gbit/s"
-        fmt = "%.0f" if key == "rps" else "%.2f"
-        print("| %s (%s) | %s | %s | %s | %s | %.2f× | ≥ %.2f× | %s |" % (
-            load, unit, *(fmt % v[p] for p in ("direct",) + PROXIES), ratio, target, "yes" if ratio >= target else "NO"))
-        if load == "keepalive":
-            p99 = {p: median(runs, p, load, "p99_ms") for p in PROXIES}
-            ok = p99["roundhouse"] <= p99["haproxy"]
-            print("| keepalive p99 (ms) | %.2f | %.2f | %.2f | %.2f | | ≤ haproxy | %s |" % (
-                median(runs, "direct", load, "p99_ms"), p99["haproxy"], p99["nginx"], p99["roundhouse"],
-                "yes" if ok else "NO"))
+        row("%s (%s)" % (load, unit), load, key, "%.0f" if key == "rps" else "%.2f", target)
+        if load.startswith("keepalive"):
+            row("%s p99 (ms)" % load, load, "p99_ms", "%.2f", 1.00, higher=False)
         if key == "rps":
-            cpu = {p: median(runs, p, load, "cpu_us_per_req") for p in PROXIES}
-            print("| %s, proxy CPU (µs/req) | | %.1f | %.1f | %.1f | %.2f× | (lower is better) | |" % (
-                load, cpu["haproxy"], cpu["nginx"], cpu["roundhouse"], cpu["roundhouse"] / cpu["haproxy"]))
+            row("%s, proxy CPU (µs/req)" % load, load, "cpu_us_per_req", "%.1f", CPU_TARGET, False, False)
+            row("%s, context switches/req" % load, load, "ctx_per_req", "%.3f", None, False, False)
+            row("%s, busiest worker's share (1.00 = even)" % load, load, "max_share", "%.2f", None, False, False)
+    if "mixed" in only:
+        row("mixed (req/s, %d idle)" % mixed_idle(), "mixed", "rps", "%.0f", 1.00)
+        row("mixed, same load without idle (req/s)", "mixed", "base_rps", "%.0f")
+        row("mixed p99 (ms)", "mixed", "p99_ms", "%.2f", 1.00, higher=False)
+        row("mixed, same load without idle: p99 (ms)", "mixed", "base_p99_ms", "%.2f")
+        v = {p: median(runs, p, "mixed", "p99_vs_base") for p in proxies}
+        print("| mixed p99 with/without idle | | %s | | ≤ %.2f× | %s |" % (
+            " | ".join("%.2f×" % v[p] for p in proxies), MIXED_P99_TARGET,
+            "yes" if v["roundhouse"] <= MIXED_P99_TARGET else "NO"))
+        row("mixed, proxy CPU (µs/req)", "mixed", "cpu_us_per_req", "%.1f", None, False, False)
+        row("mixed, context switches/req", "mixed", "ctx_per_req", "%.3f", None, False, False)
     if "idle" in only:
-        v = {p: median(runs, p, "idle", "kib_per_conn") for p in PROXIES}
-        print("| idle (KiB/conn) | | %.2f | %.2f | %.2f | | ≤ %.1f | %s |" % (
-            v["haproxy"], v["nginx"], v["roundhouse"], IDLE_TARGET_KIB, "yes" if v["roundhouse"] <= IDLE_TARGET_KIB else "NO"))
+        v = {p: median(runs, p, "idle", "kib_per_conn") for p in proxies}
+        print("| idle (KiB/conn) | | %s | | ≤ %.1f | %s |" % (
+            " | ".join("%.2f" % v[p] for p in proxies), IDLE_TARGET_KIB,
+            "yes" if v["roundhouse"] <= IDLE_TARGET_KIB else "NO"))
+    spreads = [(p, load, r[p][load]["spread"]) for r in runs for p in proxies for load in WRK_LOADS
+               if "spread" in r.get(p, {}).get(load, {})]
+    if spreads:
+        print("\nconnections accepted per worker thread, each run (keepalive: the 64; keepalive-1k: the 1000):")
+        for p in proxies:
+            for load in WRK_LOADS:
+                got = [sp for q, l, sp in spreads if q == p and l == load]
+                if got:
+                    print("  %-10s %-12s %s" % (p, load, "  ".join(got)))
+    if "syscalls" in only:
+        print("\nsystem calls per keep-alive request (strace -c -f; the proxy slowed by strace):")
+        for p in proxies:
+            for r in runs:
+                if "syscalls" in r.get(p, {}):
+                    sc = r[p]["syscalls"]
+                    print("  %-10s %.2f: %s" % (p, sc["total_per_req"], sc["by_call"]))
+                    if "perf_ctx_per_req" in sc:
+                        print("  %-10s without strace (perf stat): epoll_wait %.3f, context switches %.3f per request"
+                              % ("", sc["perf_epoll_wait_per_req"], sc["perf_ctx_per_req"]))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--secs", type=int, default=6)
-    ap.add_argument("--only", default="keepalive,close,bulk,idle")
+    ap.add_argument("--only", default=DEFAULT_LOADS)
+    ap.add_argument("--proxies", default="direct,haproxy,nginx,roundhouse,baseline",
+                    help="measure only these (the table needs haproxy and roundhouse)")
     ap.add_argument("--binary", help="roundhouse binary (default: build target/release/roundhouse)")
     ap.add_argument("--install", action="store_true", help="apt-get install missing tools")
     ap.add_argument("--json", help="write every run's raw figures here")
+    ap.add_argument("--baseline", help="a second roundhouse binary (say, before a change) measured in the same "
+                                       "runs as 'baseline', on ports 19103/19113, admin 19903")
     args = ap.parse_args()
     args.only = args.only.split(",")
+    args.proxies = args.proxies.split(",")
     ensure_tools(args.install)
+    raise_fd_limit()
     binary = args.binary
     if not binary:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)

@@ -11,6 +11,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -112,12 +113,14 @@ impl Drop for Accepting {
 pub fn start(bound: Bound, key: SocketAddr, workers: &[Handle], shared: &Arc<Shared>) -> Accepting {
     let stop = CancellationToken::new();
     let mut loops = Vec::new();
-    for (socket, worker) in bound.sockets.into_iter().zip(workers.iter().cycle()) {
+    let sockets = bound.sockets.into_iter().enumerate();
+    for ((i, socket), worker) in sockets.zip(workers.iter().cycle()) {
         let shared = shared.clone();
         let stop = stop.clone();
+        let taken = shared.metrics.worker_connections(i % workers.len());
         loops.push(worker.spawn(async move {
             match TcpListener::from_std(socket) {
-                Ok(listener) => accept_loop(listener, key, shared, stop).await,
+                Ok(listener) => accept_loop(listener, key, shared, taken, stop).await,
                 Err(e) => tracing::error!(bind = %key, error = %e, "cannot start accepting"),
             }
         }));
@@ -133,6 +136,7 @@ async fn accept_loop(
     listener: TcpListener,
     key: SocketAddr,
     shared: Arc<Shared>,
+    taken: IntCounter,
     stop: CancellationToken,
 ) {
     let mut stopped = pin!(stop.cancelled());
@@ -147,6 +151,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                taken.inc();
                 proxy::accept(stream, peer, key, &shared);
             }
             Err(e) if is_transient(&e) => {}

@@ -176,6 +176,7 @@ pub struct Metrics {
     server_excluded: IntGaugeVec,
     server_idle_closes: IntCounterVec,
     server_unfollowed: IntCounterVec,
+    worker_connections: IntCounterVec,
 }
 
 /// Handles for one server, resolved once and carried across reloads with the server.
@@ -505,6 +506,12 @@ impl Metrics {
                 "Connections to the server whose HTTP framing the relay stopped following, by reason (tls, http2, upgrade, malformed, ...); backends with http_aware: false are not counted here.",
                 &["backend", "server", "reason"],
             ),
+            worker_connections: counter_vec(
+                &r,
+                "roundhouse_worker_connections_accepted_total",
+                "Client connections accepted by each worker thread (all listeners): how evenly the kernel spreads them.",
+                &["worker"],
+            ),
             registry: r,
         })
     }
@@ -610,6 +617,12 @@ impl Metrics {
                 .server_checks
                 .remove_label_values(&[backend, server, r]);
         }
+    }
+
+    /// The counter of connections accepted by worker `index`, resolved once per accept loop.
+    pub fn worker_connections(&self, index: usize) -> IntCounter {
+        self.worker_connections
+            .with_label_values(&[&index.to_string()])
     }
 
     /// Resolves the handles of one listener.

@@ -121,6 +121,40 @@ async fn connection_and_byte_counts_are_exact() {
     assert_eq!(m.get("roundhouse_config_last_reload_successful", &[]), 1.0);
 }
 
+/// The test configuration runs two workers: every connection is counted once, on one of them.
+#[tokio::test]
+async fn every_accepted_connection_is_counted_on_one_worker() {
+    let echo = EchoServer::start().await;
+    let rh = echo_roundhouse(
+        &echo,
+        Backend::new("unused")
+            .server("u", echo.addr)
+            .check("type", "tcp"),
+    )
+    .await;
+    let (addr, admin) = (rh.listener("echo").await, rh.admin().await);
+    for _ in 0..20 {
+        echo_through(addr, 10).await;
+    }
+    let m = scrape_when(admin, |m| {
+        m.find(
+            "roundhouse_listener_connections_total",
+            &[("listener", "echo")],
+        ) == Some(20.0)
+    })
+    .await;
+    let accepted = "roundhouse_worker_connections_accepted_total";
+    assert_eq!(m.sum(accepted, &[]), 20.0, "{}", m.text);
+    for worker in ["0", "1"] {
+        assert!(
+            m.find(accepted, &[("worker", worker)]).is_some(),
+            "{}",
+            m.text
+        );
+    }
+    assert_eq!(m.find(accepted, &[("worker", "2")]), None);
+}
+
 #[tokio::test]
 async fn open_connections_are_counted_while_open() {
     let echo = EchoServer::start().await;
