@@ -23,7 +23,8 @@ use tokio::process::{Child, ChildStdin, Command};
 /// Long enough for a busy machine running three JVMs to notice what the engine does.
 const NOTICE: Duration = Duration::from_secs(30);
 
-/// `drain --wait` must return this soon after the node's last response (and after it was typed).
+/// `drain --wait` must return this soon after the node's last response, and after it was typed
+/// beyond the last request it found in flight (the engine's time to answer is not roundhouse's).
 const DRAIN_AT_MOST: Duration = Duration::from_secs(1);
 
 /// The backend of the README's rolling restart: node-local cluster health, cluster `prod`, at
@@ -322,9 +323,10 @@ async fn elected_manager(addr: SocketAddr) -> String {
 }
 
 /// The node to restart next among those not restarted yet: the elected cluster manager last.
-/// Stopping it makes the others elect a new one, and meanwhile a node may answer that it has no
-/// master, which takes it out of rotation too (about 2s in our runs): its keep-alive clients
-/// move to the nodes left, so restarting the manager last moves them once, not at every turn.
+/// Its turn makes the others elect a new one, and meanwhile a node may answer that it has no
+/// master, which takes it out of rotation too (2 to 2.5s in our runs) and moves its keep-alive
+/// clients to the nodes left: restarting the manager last makes that happen once, not at every
+/// turn.
 async fn next_node(addr: SocketAddr, nodes: &[Node], done: &[usize]) -> usize {
     let manager = elected_manager(addr).await;
     let left: Vec<usize> = (0..nodes.len()).filter(|i| !done.contains(i)).collect();
