@@ -438,6 +438,8 @@ async fn the_cli_shows_a_status_table_and_drains_with_wait() {
         "SINCE",
         "LAST CHECK",
         "ACTIVE",
+        "IN FLIGHT",
+        "RELAYS",
         "TOTAL",
         "BYTES IN",
         "BYTES OUT",

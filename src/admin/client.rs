@@ -181,7 +181,9 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// The servers of a `/status` document as a table, like haproxy's `show stat`.
-/// BYTES IN are from clients to the server, BYTES OUT from the server to clients.
+/// BYTES IN are from clients to the server, BYTES OUT from the server to clients; IN FLIGHT
+/// counts requests whose response is not complete, RELAYS the open connections relayed as bytes
+/// (their framing not followed): what `drain --wait` waits for, and what it cannot see into.
 pub fn table(status: &Value) -> String {
     let now = SystemTime::now();
     let mut rows = vec![
@@ -193,6 +195,8 @@ pub fn table(status: &Value) -> String {
             "SINCE",
             "LAST CHECK",
             "ACTIVE",
+            "IN FLIGHT",
+            "RELAYS",
             "TOTAL",
             "BYTES IN",
             "BYTES OUT",
@@ -215,13 +219,15 @@ pub fn table(status: &Value) -> String {
                 since,
                 last_check(s),
                 text(&s["active_connections"]),
+                text(&s["requests_in_flight"]),
+                text(&s["byte_relay_connections"]),
                 text(&s["connections_total"]),
                 bytes(&s["sent_bytes_total"]),
                 bytes(&s["received_bytes_total"]),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..10)
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
