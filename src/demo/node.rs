@@ -5,11 +5,12 @@
 //! can require credentials like a secured cluster. The demo runs three of them; the integration tests use
 //! them as backends.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -72,8 +73,10 @@ impl FakeNode {
             Some((cert, key)) => Some(acceptor(cert, key)?),
             None => None,
         };
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
+        // a node started again in place takes its port back from its stopped self
+        held_ports().remove(&addr);
         let mut node = FakeNode {
             name: name.to_owned(),
             addr,
@@ -165,10 +168,55 @@ impl FakeNode {
     /// Stops the node and returns once its port is closed (dropping it stops it too, but the
     /// port closes a moment later).
     pub async fn stop(mut self) {
+        // held before the listener closes: not a moment when the port is free
+        hold_port(self.addr);
         self.stop.cancel();
         if let Some(task) = self.accepting.take() {
             let _ = task.await;
         }
+    }
+}
+
+/// A listening socket at `addr` that a stopped node's holder can share (`SO_REUSEPORT`: a
+/// socket that does not listen gets no connection of the group).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = port_socket(addr)?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A TCP socket bound to `addr` with `SO_REUSEADDR` (over connections in TIME_WAIT) and
+/// `SO_REUSEPORT` (beside the node's own listener, and its listener beside it).
+fn port_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// The ports of stopped nodes, each held by a bound socket that does not listen, for as long as
+/// the process runs or until a node starts there again. A connection to a stopped node is then
+/// refused, as a stopped node's should be, and the port cannot become another socket's in the
+/// meantime: a listener bound to port 0 beside it (a test running in parallel; it was seen to
+/// take the port and answer a client meant for the stopped node with a close) or the source
+/// port of an outgoing connection.
+fn held_ports() -> std::sync::MutexGuard<'static, HashMap<SocketAddr, socket2::Socket>> {
+    static HELD: OnceLock<Mutex<HashMap<SocketAddr, socket2::Socket>>> = OnceLock::new();
+    HELD.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn hold_port(addr: SocketAddr) {
+    // a port search (port 0, or a connection's source port) never shares a port held this way
+    if let Ok(socket) = port_socket(addr) {
+        held_ports().insert(addr, socket);
     }
 }
 
