@@ -463,6 +463,8 @@ pub async fn relay(
     let mut last_activity = Instant::now();
     let end = poll_fn(|cx| {
         let moved = (up.total, down.total, up.done, down.done);
+        // whether the server was leaving before this poll moved any byte (see `answered_now`)
+        let leaving_before = followed.is_some() && (idle::stopping() || state.leaving().is_some());
         let mut result = None;
         if !up.done
             && let Poll::Ready(Err(f)) = up.poll(
@@ -501,6 +503,9 @@ pub async fn relay(
         if up.done && down.done {
             return Poll::Ready(End::Closed);
         }
+        if moved != (up.total, down.total, up.done, down.done) {
+            last_activity = Instant::now();
+        }
         if let Some(f) = followed.as_mut() {
             f.account(metrics);
             if f.registration.is_none() {
@@ -522,8 +527,12 @@ pub async fn relay(
                 if let Some(r) = reason
                     && !has_unread(client_read.as_ref())
                 {
-                    // a response completed in this very poll: its client is still reading it
-                    let answered_now = down.total != moved.1;
+                    // A response completed in this very poll, and the server was leaving before it
+                    // went out: its client is still reading it. A leave seen only after the
+                    // response went out (this thread held up between the two, while the client
+                    // read the answer and may be writing its next request) is treated as a leave
+                    // of an idle connection: it waits until the connection is quiet.
+                    let answered_now = leaving_before && down.total != moved.1;
                     let settled_at = last_activity + SETTLED;
                     if answered_now || settled_at <= Instant::now() {
                         return Poll::Ready(End::IdleClose(r));
@@ -538,9 +547,6 @@ pub async fn relay(
                     }
                 }
             }
-        }
-        if moved != (up.total, down.total, up.done, down.done) {
-            last_activity = Instant::now();
         }
         while sleep.as_mut().poll(cx).is_ready() {
             let deadline = last_activity + idle;
