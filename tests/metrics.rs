@@ -3,7 +3,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::scrape::Scrape;
 use common::*;
@@ -11,24 +10,12 @@ use roundhouse::config::ClusterStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const ECHO: [(&str, &str); 2] = [("backend", "echo"), ("server", "echo-1")];
-
 /// Scrapes until `ready` holds (counters settle when connections close).
-async fn scrape_when(admin: SocketAddr, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
-        let s = Scrape::from(admin).await;
-        if ready(&s) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics never settled:\n{}",
-            s.text
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn settled(admin: SocketAddr, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    Scrape::until(admin, "metrics settled", ready).await
 }
+
+const ECHO: [(&str, &str); 2] = [("backend", "echo"), ("server", "echo-1")];
 
 async fn echo_roundhouse(echo: &EchoServer, extra: Backend) -> Roundhouse {
     let backend = echo_backend(echo);
@@ -68,7 +55,7 @@ async fn connection_and_byte_counts_are_exact() {
     for bytes in [100_000, 1_000_000, 3_000_000] {
         echo_through(addr, bytes).await;
     }
-    let m = scrape_when(admin, |m| {
+    let m = settled(admin, |m| {
         m.find("roundhouse_server_active_connections", &ECHO) == Some(0.0)
     })
     .await;
@@ -136,7 +123,7 @@ async fn every_accepted_connection_is_counted_on_one_worker() {
     for _ in 0..20 {
         echo_through(addr, 10).await;
     }
-    let m = scrape_when(admin, |m| {
+    let m = settled(admin, |m| {
         m.find(
             "roundhouse_listener_connections_total",
             &[("listener", "echo")],
@@ -177,7 +164,7 @@ async fn open_connections_are_counted_while_open() {
         3.0
     );
     drop(open);
-    scrape_when(admin, |m| {
+    settled(admin, |m| {
         m.find("roundhouse_server_active_connections", &ECHO) == Some(0.0)
     })
     .await;
@@ -265,7 +252,7 @@ async fn refused_clients_are_counted_by_reason() {
     for _ in 0..4 {
         let _ = http_get(addr, "/").await;
     }
-    let m = scrape_when(admin, |m| {
+    let m = settled(admin, |m| {
         m.find(
             "roundhouse_listener_rejected_connections_total",
             &[("listener", "es"), ("reason", "no_healthy_server")],
@@ -380,7 +367,7 @@ async fn counters_survive_a_reload_and_removed_servers_disappear() {
     for _ in 0..4 {
         echo_through(addr, 1000).await;
     }
-    let before = scrape_when(admin, |m| {
+    let before = settled(admin, |m| {
         m.find("roundhouse_server_active_connections", &ECHO) == Some(0.0)
     })
     .await;

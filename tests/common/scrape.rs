@@ -40,19 +40,8 @@ impl Scrape {
         labels: &[(&str, &str)],
         want: f64,
     ) -> Scrape {
-        let deadline = tokio::time::Instant::now() + SOON;
-        loop {
-            let s = Scrape::from(admin).await;
-            if s.find(name, labels) == Some(want) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}{labels:?} is not {want} within {SOON:?}:\n{}",
-                s.text
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let what = format!("{name}{labels:?} = {want}");
+        Scrape::until(admin, &what, |s| s.find(name, labels) == Some(want)).await
     }
 
     /// The value of a sample, if present.
@@ -176,17 +165,6 @@ pub fn find_server<'a>(
 
 /// Polls `/status` until a field of a server has the value `want` (at most [`SOON`]).
 pub async fn server_until(admin: SocketAddr, backend: &str, name: &str, field: &str, want: i64) {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
-        let st = status(admin).await;
-        if server(&st, backend, name)[field] == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{backend}/{name} {field} is not {want}: {:#}",
-            server(&st, backend, name)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let what = format!("{backend}/{name} {field} = {want}");
+    status_until(admin, &what, |st| server(st, backend, name)[field] == want).await;
 }
