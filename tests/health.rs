@@ -199,9 +199,7 @@ async fn refused_connection_fails_the_check_and_a_restarted_node_returns() {
 async fn a_discovered_node_that_stops_is_refused_not_suspected_of_a_bad_publish_address() {
     let seed = FakeNode::start("es-1", "prod").await.expect("start es-1");
     let es2 = FakeNode::start("es-2", "prod").await.expect("start es-2");
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let nobody = common::cluster::dead_address();
     let es3 = Peer {
         id: node_id("es-3"),
         name: "es-3".into(),

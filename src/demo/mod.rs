@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use answers::{Behaviour, Mode, Peer, node_id};
-pub use node::{FakeNode, Security};
+pub use node::{FakeNode, Security, refused_address};
 
 use crate::config::ClusterStatus;
 use crate::runtime::{self, RunError, StartupError};

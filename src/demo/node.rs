@@ -11,6 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -165,14 +167,43 @@ impl FakeNode {
 }
 
 impl FakeNode {
-    /// Stops the node and returns once its port is closed (dropping it stops it too, but the
-    /// port closes a moment later).
+    /// Stops the node and returns once a connection to its port is refused (dropping it stops
+    /// it too, but the port closes a moment later).
     pub async fn stop(mut self) {
         // held before the listener closes: not a moment when the port is free
         hold_port(self.addr);
         self.stop.cancel();
         if let Some(task) = self.accepting.take() {
             let _ = task.await;
+        }
+        until_refused(self.addr).await;
+    }
+}
+
+/// An address where a connection is refused for as long as the process runs: a port held by a
+/// bound socket that never listens, so no other socket is given it.
+pub fn refused_address() -> io::Result<SocketAddr> {
+    let socket = port_socket(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let addr = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("a TCP socket has an IP address"))?;
+    held_ports().insert(addr, socket);
+    Ok(addr)
+}
+
+/// Returns once a connection to `addr` is refused, or after ten seconds. A listener closed by
+/// this process still takes connections while a child being started at that moment (a test
+/// running in parallel starts the binary) holds a copy of it: the fork copies every descriptor
+/// and close-on-exec lets go of them only at the exec. A connection it takes in that window is
+/// reset when the copy goes, which is not what a stopped node does.
+async fn until_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
+            _ if Instant::now() >= deadline => return,
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
         }
     }
 }
@@ -203,9 +234,8 @@ fn port_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
 /// The ports of stopped nodes, each held by a bound socket that does not listen, for as long as
 /// the process runs or until a node starts there again. A connection to a stopped node is then
 /// refused, as a stopped node's should be, and the port cannot become another socket's in the
-/// meantime: a listener bound to port 0 beside it (a test running in parallel; it was seen to
-/// take the port and answer a client meant for the stopped node with a close) or the source
-/// port of an outgoing connection.
+/// meantime: a listener bound to port 0 by a test running in parallel, or the source port of an
+/// outgoing connection. Also the addresses of `refused_address`.
 fn held_ports() -> std::sync::MutexGuard<'static, HashMap<SocketAddr, socket2::Socket>> {
     static HELD: OnceLock<Mutex<HashMap<SocketAddr, socket2::Socket>>> = OnceLock::new();
     HELD.get_or_init(Default::default)

@@ -91,10 +91,9 @@ pub async fn all_up(rh: &mut Roundhouse, n: usize) {
     rh.notify.wait_for_status(&[&want], SOON).await;
 }
 
-/// An address on loopback where nothing listens.
+/// An address on loopback where nothing listens, and nothing will while the test runs.
 pub fn dead_address() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("local address")
+    roundhouse::demo::refused_address().expect("a held port")
 }
 
 /// Returns once `node` has had `n` more health checks.
