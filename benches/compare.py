@@ -16,7 +16,7 @@ What it measures (one line per load and proxy, medians over --runs runs):
              events per epoll_wait: so a second pass counts epoll_wait calls and context switches
              per request with `perf stat` (kernel counters, full speed), when perf is installed.
 For every wrk load it also prints each proxy's own CPU time per request (user + system, all
-threads) and context switches per request (voluntary + involuntary, all threads, from
+threads; and the user-space part alone, where a change to the proxy's own code shows) and context switches per request (voluntary + involuntary, all threads, from
 /proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
 run. For roundhouse it prints how the load's connections spread over its worker threads (the
 change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
@@ -254,9 +254,11 @@ class Processes:
 
 
 def group_cpu_s(pgid):
-    """CPU seconds (user + system, all threads) used so far by the processes of a group."""
-    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in group_pids(pgid))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system, all threads) used so far by the processes of a group, and the
+    user part of them."""
+    ticks = [(int(fields[11]), int(fields[12])) for _, fields in group_pids(pgid)]
+    user = sum(u for u, _ in ticks)
+    return (user + sum(s for _, s in ticks)) / os.sysconf("SC_CLK_TCK"), user / os.sysconf("SC_CLK_TCK")
 
 
 def group_ctx_switches(pgid):
@@ -329,7 +331,7 @@ def wrk(port, secs, conns, close, pgid=None, workers=None):
     ctx_before = group_ctx_switches(pgid) if pgid else None
     spread_before = workers() if workers else None
     out = subprocess.run(cmd + ["http://127.0.0.1:%d/search.json" % port], capture_output=True, text=True).stdout
-    cpu = group_cpu_s(pgid) - cpu_before if pgid else None
+    cpu, user = [b - a for a, b in zip(cpu_before, group_cpu_s(pgid))] if pgid else (None, None)
     ctx = group_ctx_switches(pgid) - ctx_before if pgid else None
     spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -349,6 +351,9 @@ def wrk(port, secs, conns, close, pgid=None, workers=None):
     if cpu is not None and requests:
         # the proxy's own CPU per request: what it costs, whatever share of the 2 cores it got
         result["cpu_us_per_req"] = cpu * 1e6 / int(requests.group(1))
+        # the part spent in the proxy's own code (the rest is the kernel moving the bytes): where
+        # a change to roundhouse's code shows, without the kernel's run-to-run variation
+        result["user_us_per_req"] = user * 1e6 / int(requests.group(1))
     if ctx is not None and requests:
         result["ctx_per_req"] = ctx / int(requests.group(1))
     if spread:
@@ -604,6 +609,7 @@ def report(runs, only):
             row("%s p99 (ms)" % load, load, "p99_ms", "%.2f", 1.00, higher=False)
         if key == "rps":
             row("%s, proxy CPU (µs/req)" % load, load, "cpu_us_per_req", "%.1f", CPU_TARGET, False, False)
+            row("%s, of which user space (µs/req)" % load, load, "user_us_per_req", "%.2f", None, False, False)
             row("%s, context switches/req" % load, load, "ctx_per_req", "%.3f", None, False, False)
             row("%s, busiest worker's share (1.00 = even)" % load, load, "max_share", "%.2f", None, False, False)
     if "mixed" in only:
