@@ -54,7 +54,9 @@ pub fn accept(client: TcpStream, peer: SocketAddr, key: SocketAddr, shared: &Arc
 async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
     let started = Instant::now();
     let backend = &route.backend;
-    let (mut server_stream, index, in_use) = match connect(backend).await {
+    // boxed: its timer and retry list live on the heap only while it connects, not in every
+    // idle connection's task
+    let (mut server_stream, index, in_use) = match Box::pin(connect(backend)).await {
         Ok(ok) => ok,
         Err(reason) => {
             route.listener.metrics.rejected(reason).inc();

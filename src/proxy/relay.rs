@@ -89,13 +89,23 @@ pub struct Outcome {
     pub end: End,
 }
 
+/// A relay buffer; a thin pointer, where a slice's would take twice the room in every pump.
+type Buffer = Box<[u8; BUFFER_SIZE]>;
+
+// a pump keeps its positions in the buffer as u16
+const _: () = assert!(BUFFER_SIZE <= u16::MAX as usize);
+
 thread_local! {
-    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buffer() -> Box<[u8]> {
-    POOL.with_borrow_mut(|p| p.pop())
-        .unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice())
+fn take_buffer() -> Buffer {
+    POOL.with_borrow_mut(|p| p.pop()).unwrap_or_else(|| {
+        vec![0u8; BUFFER_SIZE]
+            .into_boxed_slice()
+            .try_into()
+            .expect("a slice of BUFFER_SIZE bytes")
+    })
 }
 
 thread_local! {
@@ -120,7 +130,7 @@ fn give_tracker(mut t: Box<Tracker>) {
     });
 }
 
-fn give_buffer(buf: Box<[u8]>) {
+fn give_buffer(buf: Buffer) {
     POOL.with_borrow_mut(|p| {
         if p.len() < POOL_LIMIT {
             p.push(buf);
@@ -139,17 +149,18 @@ enum Failed {
 /// carrying bulk data and switches to `splice(2)` through a pipe.
 #[derive(Default)]
 struct Pump {
-    buf: Option<Box<[u8]>>,
-    start: usize,
-    end: usize,
+    buf: Option<Buffer>,
+    /// The bytes of `buf` read and not yet written on.
+    start: u16,
+    end: u16,
     /// Splice from now on (a read filled a whole buffer, and splicing has not failed).
     bulk: bool,
     pipe: Option<Pipe>,
-    in_pipe: usize,
+    in_pipe: u32,
     eof: bool,
     done: bool,
     total: u64,
-    unflushed: u64,
+    unflushed: u32,
 }
 
 impl Pump {
@@ -170,12 +181,12 @@ impl Pump {
                     .buf
                     .as_ref()
                     .expect("a pump with pending bytes holds a buffer");
-                let n = ready!(Pin::new(&mut *dst).poll_write(cx, &buf[self.start..self.end]))
+                let n = ready!(Pin::new(&mut *dst).poll_write(cx, &buf[self.pending()]))
                     .map_err(|_| Failed::Writer)?;
                 if n == 0 {
                     return Poll::Ready(Err(Failed::Writer));
                 }
-                self.start += n;
+                self.start += n as u16;
                 self.sent(n);
                 if self.start == self.end {
                     give_buffer(self.buf.take().expect("checked above"));
@@ -185,10 +196,10 @@ impl Pump {
             if self.in_pipe > 0 {
                 let pipe = self.pipe.as_ref().expect("bytes in the pipe mean a pipe");
                 let socket: &TcpStream = dst.as_ref();
-                let (fd, len) = (socket.as_raw_fd(), self.in_pipe);
+                let (fd, len) = (socket.as_raw_fd(), self.in_pipe as usize);
                 match socket.try_io(Interest::WRITABLE, || pipe.drain(fd, len)) {
                     Ok(n) => {
-                        self.in_pipe -= n;
+                        self.in_pipe -= n as u32;
                         self.sent(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -225,12 +236,12 @@ impl Pump {
                 let len = usize::try_from(opaque).map_or(PIPE_SIZE, |o| o.min(PIPE_SIZE));
                 self.splice_in(socket, len)?;
                 if let Some((f, dir)) = follow.as_mut() {
-                    f.tracker().skip(*dir, self.in_pipe as u64);
+                    f.tracker().skip(*dir, u64::from(self.in_pipe));
                 }
             } else {
                 ready!(self.read_in(cx, src))?;
                 if let (Some((f, dir)), Some(buf)) = (follow.as_mut(), &self.buf) {
-                    f.tracker().feed(*dir, &buf[self.start..self.end]);
+                    f.tracker().feed(*dir, &buf[self.pending()]);
                 }
             }
         }
@@ -244,7 +255,7 @@ impl Pump {
         src: &mut ReadHalf<'_>,
     ) -> Poll<Result<(), Failed>> {
         let mut buf = self.buf.take().unwrap_or_else(take_buffer);
-        let mut read = ReadBuf::new(&mut buf);
+        let mut read = ReadBuf::new(&mut buf[..]);
         match Pin::new(src).poll_read(cx, &mut read) {
             Poll::Ready(Ok(())) => {
                 let n = read.filled().len();
@@ -254,7 +265,7 @@ impl Pump {
                 } else {
                     self.bulk = n == buf.len();
                     self.start = 0;
-                    self.end = n;
+                    self.end = n as u16;
                     self.buf = Some(buf);
                 }
                 Poll::Ready(Ok(()))
@@ -287,7 +298,7 @@ impl Pump {
                 pipe.give_back(true);
             }
             Ok(n) => {
-                self.in_pipe = n;
+                self.in_pipe = n as u32;
                 self.pipe = Some(pipe);
             }
             // Nothing to read: an idle connection holds no pipe.
@@ -304,6 +315,11 @@ impl Pump {
         Ok(())
     }
 
+    /// Where the bytes read and not yet written on are in `buf`.
+    fn pending(&self) -> std::ops::Range<usize> {
+        usize::from(self.start)..usize::from(self.end)
+    }
+
     /// No byte read and not yet written on.
     fn is_empty(&self) -> bool {
         self.start == self.end && self.in_pipe == 0
@@ -311,12 +327,12 @@ impl Pump {
 
     fn sent(&mut self, n: usize) {
         self.total += n as u64;
-        self.unflushed += n as u64;
+        self.unflushed += n as u32;
     }
 
     fn flush_to(&mut self, counter: &prometheus::IntCounter, force: bool) {
-        if self.unflushed >= FLUSH_EVERY || (force && self.unflushed > 0) {
-            counter.inc_by(self.unflushed);
+        if u64::from(self.unflushed) >= FLUSH_EVERY || (force && self.unflushed > 0) {
+            counter.inc_by(u64::from(self.unflushed));
             self.unflushed = 0;
         }
     }
@@ -456,20 +472,86 @@ pub async fn relay(
     follow: bool,
 ) -> Outcome {
     let metrics = &state.metrics;
-    let (mut client_read, mut client_write) = client.split();
-    let (mut server_read, mut server_write) = server.split();
-    let mut up = Pump::default();
-    let mut down = Pump::default();
-    let mut followed = follow.then(Followed::new);
     if !follow {
         metrics.byte_relays.inc();
     }
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
-    // made only when a connection waits to close (rarely): no timer on the way of every one
-    let mut settle: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut last_activity = Instant::now();
-    let end = poll_fn(|cx| {
+    let (client_read, client_write) = client.split();
+    let (server_read, server_write) = server.split();
+    let mut c = Connection {
+        client_read,
+        client_write,
+        server_read,
+        server_write,
+        up: Pump::default(),
+        down: Pump::default(),
+        followed: follow.then(Followed::new),
+        state,
+        idle,
+        sleep,
+        settle: None,
+        last_activity: Instant::now(),
+    };
+    // one reference in the waiting future, not one per piece of the connection's state: an
+    // idle connection's task is that much smaller
+    let end = poll_fn(|cx| c.poll(cx)).await;
+    c.up.flush_to(&metrics.sent, true);
+    c.down.flush_to(&metrics.received, true);
+    match &mut c.followed {
+        Some(f) => {
+            // the poll that ended the connection returned before counting what it fed the
+            // tracker (a fallback in the last bytes, say)
+            f.account(metrics);
+            f.finish(metrics);
+        }
+        None => metrics.byte_relays.dec(),
+    }
+    Outcome {
+        sent: c.up.total,
+        received: c.down.total,
+        requests: c.followed.as_ref().map(|f| f.requests_seen()),
+        end,
+    }
+}
+
+/// What a relayed connection holds while it waits: both pumps, the followed framing, and its
+/// timers.
+struct Connection<'a> {
+    client_read: ReadHalf<'a>,
+    client_write: WriteHalf<'a>,
+    server_read: ReadHalf<'a>,
+    server_write: WriteHalf<'a>,
+    /// Client to server.
+    up: Pump,
+    /// Server to client.
+    down: Pump,
+    followed: Option<Followed>,
+    state: &'a ServerState,
+    idle: Duration,
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    /// Made only when a connection waits to close (rarely): no timer on the way of every one.
+    settle: Option<Pin<Box<tokio::time::Sleep>>>,
+    last_activity: Instant,
+}
+
+impl Connection<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let Connection {
+            client_read,
+            client_write,
+            server_read,
+            server_write,
+            up,
+            down,
+            followed,
+            state,
+            idle,
+            sleep,
+            settle,
+            last_activity,
+        } = self;
+        let metrics = &state.metrics;
         let moved = (up.total, down.total, up.done, down.done);
         // whether the server was leaving before this poll moved any byte (see `answered_now`)
         let leaving_before = followed.is_some() && (idle::stopping() || state.leaving().is_some());
@@ -477,10 +559,10 @@ pub async fn relay(
         if !up.done
             && let Poll::Ready(Err(f)) = up.poll(
                 cx,
-                &mut client_read,
-                &mut server_write,
+                client_read,
+                server_write,
                 down.done,
-                tracker(&mut followed, Direction::Up),
+                tracker(followed, Direction::Up),
             )
         {
             result = Some(match f {
@@ -492,10 +574,10 @@ pub async fn relay(
             && !down.done
             && let Poll::Ready(Err(f)) = down.poll(
                 cx,
-                &mut server_read,
-                &mut client_write,
+                server_read,
+                client_write,
                 up.done,
-                tracker(&mut followed, Direction::Down),
+                tracker(followed, Direction::Down),
             )
         {
             result = Some(match f {
@@ -512,7 +594,7 @@ pub async fn relay(
             return Poll::Ready(End::Closed);
         }
         if moved != (up.total, down.total, up.done, down.done) {
-            last_activity = Instant::now();
+            *last_activity = Instant::now();
         }
         if let Some(f) = followed.as_mut() {
             f.account(metrics);
@@ -541,7 +623,7 @@ pub async fn relay(
                     // read the answer and may be writing its next request) is treated as a leave
                     // of an idle connection: it waits until the connection is quiet.
                     let answered_now = leaving_before && down.total != moved.1;
-                    let settled_at = last_activity + SETTLED;
+                    let settled_at = *last_activity + SETTLED;
                     if answered_now || settled_at <= Instant::now() {
                         return Poll::Ready(End::IdleClose(r));
                     }
@@ -557,30 +639,12 @@ pub async fn relay(
             }
         }
         while sleep.as_mut().poll(cx).is_ready() {
-            let deadline = last_activity + idle;
+            let deadline = *last_activity + *idle;
             if deadline <= Instant::now() {
                 return Poll::Ready(End::IdleTimeout);
             }
             sleep.as_mut().reset(deadline);
         }
         Poll::Pending
-    })
-    .await;
-    up.flush_to(&metrics.sent, true);
-    down.flush_to(&metrics.received, true);
-    match &mut followed {
-        Some(f) => {
-            // the poll that ended the connection returned before counting what it fed the
-            // tracker (a fallback in the last bytes, say)
-            f.account(metrics);
-            f.finish(metrics);
-        }
-        None => metrics.byte_relays.dec(),
-    }
-    Outcome {
-        sent: up.total,
-        received: down.total,
-        requests: followed.as_ref().map(|f| f.requests_seen()),
-        end,
     }
 }
