@@ -364,8 +364,6 @@ struct Followed {
     requests: u64,
     in_flight: usize,
     fell_back: bool,
-    /// The tracker was handed out since the last `account`: something may have changed.
-    touched: bool,
 }
 
 impl Followed {
@@ -377,13 +375,11 @@ impl Followed {
             requests: 0,
             in_flight: 0,
             fell_back: false,
-            touched: false,
         }
     }
 
     /// The tracker, taken from the pool when the connection's next message begins.
     fn tracker(&mut self) -> &mut Tracker {
-        self.touched = true;
         self.tracker.get_or_insert_with(take_tracker)
     }
 
@@ -409,12 +405,8 @@ impl Followed {
         self.tracker.as_ref().is_none_or(|t| t.is_idle())
     }
 
-    /// Brings the server's request counters up to date with what the tracker saw (nothing to do
-    /// when no byte was shown to it since the last time: a poll woken to write, say).
+    /// Brings the server's request counters up to date with what the tracker saw.
     fn account(&mut self, m: &ServerMetrics) {
-        if !std::mem::take(&mut self.touched) {
-            return;
-        }
         let seen = self.requests_seen();
         if seen != self.requests {
             m.requests.inc_by(seen - self.requests);

@@ -328,53 +328,6 @@ impl Head {
                     state = State::Status;
                     i += 8;
                 }
-                // The whole method and its space when the piece holds them, as it nearly always
-                // does.
-                State::Method if self.cap_len == 0 => {
-                    let n = rest
-                        .iter()
-                        .take(CAP)
-                        .position(|&c| !is_tchar(c))
-                        .unwrap_or(rest.len());
-                    if n == 0 || n == rest.len() || rest[n] != b' ' {
-                        state = self.step(state, c)?;
-                    } else {
-                        self.capture_all(&rest[..n]);
-                        state = self.step(state, b' ')?;
-                        i += n;
-                    }
-                }
-                // The three digits and what ends them.
-                State::Status
-                    if self.cap_len == 0
-                        && rest.len() > 3
-                        && rest[..3].iter().all(u8::is_ascii_digit) =>
-                {
-                    self.facts.status = rest[..3]
-                        .iter()
-                        .fold(0, |n, &d| n * 10 + u16::from(d - b'0'));
-                    self.cap_len = 3;
-                    state = self.step(state, rest[3])?;
-                    i += 3;
-                }
-                // A run of digits in one go.
-                State::LengthStart | State::LengthDigits if c.is_ascii_digit() => {
-                    let n = rest
-                        .iter()
-                        .position(|c| !c.is_ascii_digit())
-                        .unwrap_or(rest.len());
-                    let mut length = self.facts.content_length.unwrap_or(0);
-                    for &d in &rest[..n] {
-                        length = length
-                            .checked_mul(10)
-                            .and_then(|l| l.checked_add(u64::from(d - b'0')))
-                            .ok_or(Fallback::InvalidLength)?;
-                    }
-                    self.facts.content_length = Some(length);
-                    state = State::LengthDigits;
-                    i += n;
-                    continue;
-                }
                 _ => state = self.step(state, c)?,
             }
             i += 1;
