@@ -41,6 +41,10 @@ const BUFFER_SIZE: usize = 16 * 1024;
 const POOL_LIMIT: usize = 256;
 /// Byte counts reach the shared counters at least this often (and when the connection ends).
 const FLUSH_EVERY: u64 = 64 * 1024;
+/// Bytes one direction moves at most before it lets the relay flush its count: a pump counts in
+/// a u32. tokio's per-poll budget stops a poll long before (128 reads of at most `PIPE_SIZE`);
+/// this makes the bound not depend on it.
+const UNFLUSHED_LIMIT: u32 = 1 << 30;
 /// How long a connection must have been quiet before it is closed while idle. Closing a
 /// connection its client has just taken from its pool and is writing a request on resets that
 /// request; a client that sends requests back to back does so within milliseconds of reading
@@ -92,8 +96,12 @@ pub struct Outcome {
 /// A relay buffer; a thin pointer, where a slice's would take twice the room in every pump.
 type Buffer = Box<[u8; BUFFER_SIZE]>;
 
-// a pump keeps its positions in the buffer as u16
-const _: () = assert!(BUFFER_SIZE <= u16::MAX as usize);
+// a pump keeps its positions in the buffer as u16, the bytes in its pipe and its unflushed
+// count as u32 (the count reaches at most the limit and one read more)
+const _: () = assert!(
+    BUFFER_SIZE <= u16::MAX as usize
+        && UNFLUSHED_LIMIT as usize + PIPE_SIZE + BUFFER_SIZE <= u32::MAX as usize
+);
 
 thread_local! {
     static POOL: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
@@ -160,6 +168,7 @@ struct Pump {
     eof: bool,
     done: bool,
     total: u64,
+    /// Bytes moved since the last flush; see `UNFLUSHED_LIMIT`.
     unflushed: u32,
 }
 
@@ -224,6 +233,11 @@ impl Pump {
                 }
                 self.done = true;
                 return Poll::Ready(Ok(()));
+            }
+            if self.unflushed >= UNFLUSHED_LIMIT {
+                // the relay flushes the count after this poll, and polls again
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             // Wait for data before borrowing a buffer or a pipe for it.
             let socket: &TcpStream = src.as_ref();
@@ -638,5 +652,56 @@ impl Connection<'_> {
             sleep.as_mut().reset(deadline);
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A direction whose count reached the limit moves nothing more in this poll, and asks to be
+    /// polled again; once flushed it moves the bytes.
+    #[tokio::test]
+    async fn a_pump_stops_at_its_unflushed_limit_until_flushed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut from = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut to, _) = listener.accept().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut from, b"ping")
+            .await
+            .unwrap();
+        to.readable().await.unwrap();
+        let (mut src, _) = to.split();
+        let (_, mut dst) = from.split();
+        let mut pump = Pump::default();
+        pump.unflushed = UNFLUSHED_LIMIT;
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let first = pump.poll(&mut cx, &mut src, &mut dst, false, None);
+        assert!(first.is_pending());
+        assert!(woken.0.load(Ordering::SeqCst), "asks to be polled again");
+        assert_eq!(pump.total, 0, "moved nothing past the limit");
+        let counter = prometheus::IntCounter::new("bytes", "bytes").unwrap();
+        pump.flush_to(&counter, false);
+        assert_eq!(counter.get(), u64::from(UNFLUSHED_LIMIT));
+        let _ = poll_fn(|cx| match pump.poll(cx, &mut src, &mut dst, false, None) {
+            Poll::Pending if pump.total > 0 => Poll::Ready(()),
+            other => other.map(|_| ()),
+        })
+        .await;
+        assert_eq!(pump.total, 4, "moved the bytes once flushed");
+    }
+
+    struct Woken(AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 }
