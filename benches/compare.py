@@ -16,8 +16,8 @@ What it measures (one line per load and proxy, medians over --runs runs):
              events per epoll_wait: so a second pass counts epoll_wait calls and context switches
              per request with `perf stat` (kernel counters, full speed), when perf is installed.
 For every wrk load it also prints each proxy's own CPU time per request (user + system, all
-threads; and the user-space part alone, where a change to the proxy's own code shows) and context switches per request (voluntary + involuntary, all threads, from
-/proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
+threads; and the user-space part alone, where a change to the proxy's own code shows) and
+context switches per request (voluntary + involuntary, all threads, from /proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
 run. For roundhouse it prints how the load's connections spread over its worker threads (the
 change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
 for haproxy the same from its `show activity` (see haproxy_workers).
