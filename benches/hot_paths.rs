@@ -131,6 +131,16 @@ fn search_answer() -> Vec<u8> {
     answer
 }
 
+/// The request wrk sends in benches/compare.py's keep-alive load.
+const WRK_GET: &[u8] = b"GET /search.json HTTP/1.1\r\nHost: 127.0.0.1:19102\r\n\r\n";
+
+/// The head of nginx's answer to it, and a body of the length it gives.
+const NGINX_OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+    Date: Mon, 30 Nov 2026 11:30:00 GMT\r\nContent-Type: application/json\r\n\
+    Content-Length: 16\r\nLast-Modified: Mon, 30 Nov 2026 10:00:00 GMT\r\n\
+    Connection: keep-alive\r\nETag: \"6569f0a0-400\"\r\nAccept-Ranges: bytes\r\n\r\n\
+    {\"took\":3,\"x\":1}";
+
 fn framing(c: &mut Criterion) {
     let answer = search_answer();
     let mut g = c.benchmark_group("HTTP/1.1 framing");
@@ -141,6 +151,21 @@ fn framing(c: &mut Criterion) {
             b.iter(|| {
                 t.feed(Direction::Up, black_box(SEARCH));
                 t.feed(Direction::Down, black_box(&answer));
+                black_box(t.is_idle())
+            })
+        },
+    );
+    assert!(
+        t.is_idle() && t.fallback().is_none(),
+        "the exchange is followed"
+    );
+    let mut t = Tracker::new();
+    g.bench_function(
+        "benches/compare.py's keep-alive exchange (wrk's GET, nginx's 200)",
+        |b| {
+            b.iter(|| {
+                t.feed(Direction::Up, black_box(WRK_GET));
+                t.feed(Direction::Down, black_box(NGINX_OK));
                 black_box(t.is_idle())
             })
         },

@@ -14,6 +14,11 @@ use prometheus::{
 
 use crate::config::ClusterStatus;
 
+mod requests;
+
+use requests::RequestCollector;
+pub use requests::{RequestCounts, set_worker};
+
 /// The states a server is reported in; exactly one is 1 at any time.
 pub const SERVER_STATES: [&str; 5] = ["up", "down", "excluded", "drain", "maint"];
 
@@ -170,8 +175,7 @@ pub struct Metrics {
     discovery_refreshes: IntCounterVec,
     discovery_changes: IntCounterVec,
     discovery_servers: IntGaugeVec,
-    server_requests: IntCounterVec,
-    server_in_flight: IntGaugeVec,
+    server_requests: RequestCollector,
     server_byte_relays: IntGaugeVec,
     server_excluded: IntGaugeVec,
     server_idle_closes: IntCounterVec,
@@ -197,10 +201,9 @@ pub struct ServerMetrics {
     pub state_changes: IntCounter,
     /// One gauge per entry of [`ClusterStatus::ALL`].
     pub cluster_status: [IntGauge; 3],
-    /// Requests seen on followed connections (heads counted; bodies never read).
-    pub requests: IntCounter,
-    /// Requests whose response is not complete yet.
-    pub in_flight: IntGauge,
+    /// Requests seen on followed connections (heads counted; bodies never read), and those
+    /// whose response is not complete yet.
+    pub requests: RequestCounts,
     /// Open connections relayed as bytes, their framing not followed.
     pub byte_relays: IntGauge,
     /// 1 while the roles filter keeps the server out, whatever its health: lets the alert
@@ -470,18 +473,12 @@ impl Metrics {
                 "Servers of a backend that discovery added (configured servers not counted).",
                 &["backend"],
             ),
-            server_requests: counter_vec(
-                &r,
-                "roundhouse_server_requests_total",
-                "HTTP requests seen on connections to the server whose framing is followed.",
-                &server,
-            ),
-            server_in_flight: gauge_vec(
-                &r,
-                "roundhouse_server_requests_in_flight",
-                "HTTP requests to the server whose response is not complete yet.",
-                &server,
-            ),
+            server_requests: {
+                let c = RequestCollector::new();
+                r.register(Box::new(c.clone()))
+                    .expect("the request counters are registered once");
+                c
+            },
             server_byte_relays: gauge_vec(
                 &r,
                 "roundhouse_server_byte_relay_connections",
@@ -541,8 +538,7 @@ impl Metrics {
                 .with_label_values(&[backend, server, "fail"]),
             state_changes: self.server_state_changes.with_label_values(&l),
             cluster_status,
-            requests: self.server_requests.with_label_values(&l),
-            in_flight: self.server_in_flight.with_label_values(&l),
+            requests: self.server_requests.server(backend, server),
             byte_relays: self.server_byte_relays.with_label_values(&l),
             excluded: self.server_excluded.with_label_values(&l),
             idle_closes: IdleClose::ALL.map(|r| {
@@ -560,7 +556,6 @@ impl Metrics {
         for v in [
             &self.server_up,
             &self.server_active,
-            &self.server_in_flight,
             &self.server_byte_relays,
             &self.server_excluded,
         ] {
@@ -572,10 +567,10 @@ impl Metrics {
             &self.server_sent,
             &self.server_received,
             &self.server_state_changes,
-            &self.server_requests,
         ] {
             let _ = v.remove_label_values(&l);
         }
+        self.server_requests.forget(backend, server);
         for r in IdleClose::ALL {
             let _ = self
                 .server_idle_closes
