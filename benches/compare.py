@@ -21,6 +21,9 @@ context switches per request (voluntary + involuntary, all threads, from /proc/P
 run. For roundhouse it prints how the load's connections spread over its worker threads (the
 change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
 for haproxy the same from its `show activity` (see haproxy_workers).
+Each run takes the loads one at a time, every proxy in turn, and every other run takes the
+proxies in the reverse order: the machine drifts within a run, and the same binary measured
+up to 5% apart run first and run second, so no proxy is always first.
 Before each load on roundhouse it waits until both JSON backends are in rotation (on a busy
 machine a check times out now and then). The table's targets are issue 17's.
 The script raises its descriptor limit (to 200,000 where it may, else to the hard limit) for
@@ -75,6 +78,8 @@ MIXED_IDLE = 10000  # fewer when the descriptor limit is lower: see mixed_idle()
 MIXED_P99_TARGET = 1.10
 WRK_LOADS = ("keepalive", "close", "keepalive-1k", "mixed")
 DEFAULT_LOADS = "keepalive,close,bulk,idle,keepalive-1k,mixed"
+# the order loads run in, each on every proxy before the next load
+LOADS_IN_ORDER = ("keepalive", "syscalls", "close", "bulk", "idle", "keepalive-1k", "mixed")
 
 BACKENDS_CONF = """
 worker_processes 1;
@@ -498,7 +503,7 @@ def sleeps(port, secs, pids):
     return {"perf_epoll_wait_per_req": counts.get("epoll_wait", 0) / n, "perf_ctx_per_req": counts.get("ctx", 0) / n}
 
 
-def one_run(args, binary):
+def one_run(args, binary, run_index):
     d = tempfile.mkdtemp(prefix="roundhouse-bench-")
     os.chmod(d, 0o755)
     procs = Processes(d)
@@ -534,30 +539,37 @@ def one_run(args, binary):
             if not wait_port(port):
                 sys.exit("nothing listens on %d" % port)
         time.sleep(1.5)  # let every proxy's health checks mark the backends up
-        result = {}
-        for name, (http_port, bulk_port) in ports.items():
-            r = {}
-            pgid, spread = groups.get(name), workers.get(name)
-            if name not in args.proxies:
+        # Load by load, every proxy in turn, and every other run in the reverse order: the machine
+        # drifts over a run (one proxy's loads all in a row measured up to 5% apart from the same
+        # binary run second), and no proxy should always be first or last.
+        order = [name for name in ports if name in args.proxies]
+        if run_index % 2:
+            order.reverse()
+        result = {name: {} for name in order}
+        for load in LOADS_IN_ORDER:
+            if load not in args.only:
                 continue
-            if "keepalive" in args.only:
-                r["keepalive"] = wrk(http_port, args.secs, 64, False, pgid, spread)
-            if "syscalls" in args.only and name in groups:
-                r["syscalls"] = syscalls(http_port, args.secs, groups[name])
-            if "close" in args.only:
-                r["close"] = wrk(http_port, args.secs, 32, True, pgid, spread)
-            if "bulk" in args.only:
-                r["bulk"] = iperf(bulk_port, args.secs)
-            if "idle" in args.only and name in groups:
-                r["idle"] = idle(http_port, groups[name])
-            if "keepalive-1k" in args.only:
-                r["keepalive-1k"] = wrk(http_port, args.secs, 1000, False, pgid, spread)
-            if "mixed" in args.only:
-                r["mixed"] = mixed(http_port, args.secs, pgid, spread)
-            result[name] = r
-            for load, v in r.items():
-                print("  %-10s %-9s %s" % (name, load, "  ".join(
-                    "%s=%s" % (k, "%.3f" % x if isinstance(x, float) else x) for k, x in v.items())), flush=True)
+            for name in order:
+                (http_port, bulk_port), r = ports[name], result[name]
+                pgid, spread = groups.get(name), workers.get(name)
+                if load == "keepalive":
+                    r[load] = wrk(http_port, args.secs, 64, False, pgid, spread)
+                elif load == "syscalls" and name in groups:
+                    r[load] = syscalls(http_port, args.secs, groups[name])
+                elif load == "close":
+                    r[load] = wrk(http_port, args.secs, 32, True, pgid, spread)
+                elif load == "bulk":
+                    r[load] = iperf(bulk_port, args.secs)
+                elif load == "idle" and name in groups:
+                    r[load] = idle(http_port, groups[name])
+                elif load == "keepalive-1k":
+                    r[load] = wrk(http_port, args.secs, 1000, False, pgid, spread)
+                elif load == "mixed":
+                    r[load] = mixed(http_port, args.secs, pgid, spread)
+                if load in r:
+                    print("  %-10s %-9s %s" % (name, load, "  ".join(
+                        "%s=%s" % (k, "%.3f" % x if isinstance(x, float) else x)
+                        for k, x in r[load].items())), flush=True)
         return result
     finally:
         procs.stop_all()
@@ -673,7 +685,7 @@ def main():
     runs = []
     for i in range(args.runs):
         print("run %d/%d" % (i + 1, args.runs), flush=True)
-        runs.append(one_run(args, binary))
+        runs.append(one_run(args, binary, i))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(runs, f, indent=1)
