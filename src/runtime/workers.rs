@@ -46,7 +46,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("roundhouse-w{i}"))
                 .spawn(move || {
-                    crate::metrics::set_worker(i);
+                    crate::metrics::set_worker();
                     // Returns when told to stop (or when the sender is dropped); dropping the
                     // runtime then closes whatever connections are still open on this thread.
                     let _ = rt.block_on(stopped);
