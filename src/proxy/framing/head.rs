@@ -258,8 +258,7 @@ impl Head {
                     // Field lines one after another in a loop of their own while nobody reads
                     // them: no turn through the dispatch above per line, whose jump the
                     // processor could not foresee (a quarter of this function's samples).
-                    loop {
-                        let Some(&c) = bytes.get(i) else { break };
+                    while let Some(&c) = bytes.get(i) {
                         if state == State::LineStart {
                             if c == b'\r' {
                                 state = State::EndLf;
