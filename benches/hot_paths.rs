@@ -144,36 +144,32 @@ const NGINX_OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
 fn framing(c: &mut Criterion) {
     let answer = search_answer();
     let mut g = c.benchmark_group("HTTP/1.1 framing");
-    let mut t = Tracker::new();
-    g.bench_function(
-        "one keep-alive exchange (GET _search, 200 with 1 KiB)",
-        |b| {
+    let exchanges: [(&str, &[u8], &[u8]); 2] = [
+        (
+            "one keep-alive exchange (GET _search, 200 with 1 KiB)",
+            SEARCH,
+            &answer,
+        ),
+        (
+            "benches/compare.py's keep-alive exchange (wrk's GET, nginx's 200)",
+            WRK_GET,
+            NGINX_OK,
+        ),
+    ];
+    for (name, request, response) in exchanges {
+        let mut t = Tracker::new();
+        g.bench_function(name, |b| {
             b.iter(|| {
-                t.feed(Direction::Up, black_box(SEARCH));
-                t.feed(Direction::Down, black_box(&answer));
+                t.feed(Direction::Up, black_box(request));
+                t.feed(Direction::Down, black_box(response));
                 black_box(t.is_idle())
             })
-        },
-    );
-    assert!(
-        t.is_idle() && t.fallback().is_none(),
-        "the exchange is followed"
-    );
-    let mut t = Tracker::new();
-    g.bench_function(
-        "benches/compare.py's keep-alive exchange (wrk's GET, nginx's 200)",
-        |b| {
-            b.iter(|| {
-                t.feed(Direction::Up, black_box(WRK_GET));
-                t.feed(Direction::Down, black_box(NGINX_OK));
-                black_box(t.is_idle())
-            })
-        },
-    );
-    assert!(
-        t.is_idle() && t.fallback().is_none(),
-        "the exchange is followed"
-    );
+        });
+        assert!(
+            t.is_idle() && t.fallback().is_none(),
+            "the exchange is followed: {name}"
+        );
+    }
     g.finish();
 }
 

@@ -5,7 +5,7 @@
 //! (requests seen, requests in flight) and, when its response is complete, one again. Both
 //! worker threads serve every server, so with one shared atomic per figure each of those
 //! changes pulled the cache line over from the other core. Here each worker adds to a cache
-//! line of its own; a scrape, `/status` or `drain --wait` sums the lines.
+//! line of its own; a scrape or `/status` (and so `roundhouse status`) sums the lines.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -188,7 +188,8 @@ impl Collector for RequestCollector {
             totals.push(m);
             let mut g = Gauge::default();
             g.set_value(counts.in_flight() as f64);
-            let mut m = Metric::from_gauge(g);
+            let mut m = Metric::default();
+            m.set_gauge(g);
             m.set_label(labels(backend, server));
             in_flight.push(m);
         }

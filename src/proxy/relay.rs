@@ -76,6 +76,24 @@ fn left(last: coarsetime::Instant, after: Duration) -> Duration {
     (after + TICK).saturating_sub(quiet)
 }
 
+/// Polls `timer` until `after` has passed since `last` (a [`coarse_now`] reading): true once it
+/// has; else the timer is set for when it will (bytes moved since it was set move it on).
+fn quiet_for(
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    cx: &mut Context<'_>,
+    last: coarsetime::Instant,
+    after: Duration,
+) -> bool {
+    while timer.as_mut().poll(cx).is_ready() {
+        let wait = left(last, after);
+        if wait.is_zero() {
+            return true;
+        }
+        timer.as_mut().reset(Instant::now() + wait);
+    }
+    false
+}
+
 /// Why a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -655,26 +673,17 @@ impl Connection<'_> {
                     if answered_now || left(*last_activity, SETTLED).is_zero() {
                         return Poll::Ready(End::IdleClose(r));
                     }
-                    // made once, and moved on when it fires early (bytes moved since)
                     let timer = settle.get_or_insert_with(|| {
                         Box::pin(tokio::time::sleep(left(*last_activity, SETTLED)))
                     });
-                    while timer.as_mut().poll(cx).is_ready() {
-                        let wait = left(*last_activity, SETTLED);
-                        if wait.is_zero() {
-                            return Poll::Ready(End::IdleClose(r));
-                        }
-                        timer.as_mut().reset(Instant::now() + wait);
+                    if quiet_for(timer.as_mut(), cx, *last_activity, SETTLED) {
+                        return Poll::Ready(End::IdleClose(r));
                     }
                 }
             }
         }
-        while sleep.as_mut().poll(cx).is_ready() {
-            let wait = left(*last_activity, *idle);
-            if wait.is_zero() {
-                return Poll::Ready(End::IdleTimeout);
-            }
-            sleep.as_mut().reset(Instant::now() + wait);
+        if quiet_for(sleep.as_mut(), cx, *last_activity, *idle) {
+            return Poll::Ready(End::IdleTimeout);
         }
         Poll::Pending
     }
