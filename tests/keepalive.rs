@@ -221,6 +221,66 @@ async fn a_request_in_flight_is_answered_completely_before_the_close() {
     assert_eq!(name, "b");
 }
 
+/// The close that follows a leaving server's last response comes with that response's last
+/// bytes: a client that has read the whole answer already finds the connection closed, as a
+/// pool checks before it reuses a connection, so it never sends a next request there for the
+/// close to reset. The client here reads as fast as a thread can (spinning on non-blocking
+/// reads), and looks once more right after the last byte. (The soak found it: a close that
+/// came 2 ms after the answer, on a busy machine, reset the request sent in between.)
+#[tokio::test]
+async fn the_close_after_a_leaving_servers_last_response_comes_with_its_last_byte() {
+    let (a, b) = (HttpServer::start("a").await, HttpServer::start("b").await);
+    let (_rh, addr, admin) = over_servers(&[&a, &b]).await;
+    let mut busy = KeepAlive::pooled_on(addr, "/name", "a").await;
+    let path = "/bytes/1000?gate=5";
+    let want = reply("a", "GET", path, b"").wire;
+    let (now, later) = want.split_at(want.len() - 5);
+    busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
+        .await;
+    busy.expect(now).await;
+    server_until(admin, "web", "a", "requests_in_flight", 1).await;
+    change(admin, "web", "a", "drain").await;
+
+    let mut socket = busy.stream.into_std().expect("a std socket");
+    let (spinning, spins) = tokio::sync::oneshot::channel();
+    let later = later.to_vec();
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let deadline = Instant::now() + SOON;
+        let mut got = Vec::new();
+        let mut byte = [0u8; 64];
+        let _ = spinning.send(());
+        while got.len() < later.len() {
+            match socket.read(&mut byte) {
+                Ok(0) => panic!(
+                    "closed after {} of the last {} bytes",
+                    got.len(),
+                    later.len()
+                ),
+                Ok(n) => got.extend_from_slice(&byte[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "the last bytes did not come");
+                    std::hint::spin_loop();
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert_eq!(got, later, "the response's last bytes");
+        // at once, as a pool looks before it sends the next request
+        match socket.read(&mut byte) {
+            Ok(0) => {}
+            other => panic!(
+                "the connection was still open right after the answer's last byte ({other:?}): \
+                 a request sent now would be reset by the close"
+            ),
+        }
+    });
+    spins.await.expect("the reader started");
+    a.release();
+    reader.await.expect("the reader");
+    idle_closes(admin, "web", "a", "drain", 1).await;
+}
+
 #[tokio::test]
 async fn a_half_sent_request_is_answered_before_the_close() {
     let (a, b) = (HttpServer::start("a").await, HttpServer::start("b").await);

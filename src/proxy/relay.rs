@@ -13,7 +13,8 @@
 //! or roundhouse is stopping, the relay ends there: a client's pooled keep-alive connection is
 //! closed between two requests, never in the middle of one, and its next request goes to
 //! another server. It ends right after a response, or once it has been quiet for `SETTLED`,
-//! never at the moment its client may be writing the next request.
+//! never at the moment its client may be writing the next request; after a response, its FIN
+//! travels with the response's last bytes (the socket is corked while the server leaves).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -583,7 +584,43 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
+    /// Polls the connection. While its server is leaving (or roundhouse is stopping), the
+    /// client's socket is corked for the length of the poll: what the poll writes to the client
+    /// is held in the socket. When those bytes complete a response and the connection closes
+    /// at that idle point, the write shutdown puts the FIN in the segment of the last bytes, so
+    /// the client can never read the end of the answer and still find the connection open: a
+    /// pool that checks a connection before it reuses it (urllib3 does) drops this one, and no
+    /// next request is sent on it to be reset by the close. Uncorked, the close came one wake-up
+    /// of this thread after the last bytes; a soak on a busy machine had a request reset in
+    /// between. Any other outcome of the poll uncorks, which sends what was held at once.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        let leaving =
+            self.followed.is_some() && (idle::stopping() || self.state.leaving().is_some());
+        if !leaving {
+            return self.poll_io(cx, false);
+        }
+        let socket = socket2::SockRef::from(self.client_write.as_ref());
+        // a socket that cannot be corked closes as it did before
+        let corked = socket.set_tcp_cork(true).is_ok();
+        let end = self.poll_io(cx, true);
+        let socket = socket2::SockRef::from(self.client_write.as_ref());
+        if corked {
+            match end {
+                // the FIN goes out with the held bytes; the caller closes the socket right after
+                Poll::Ready(End::IdleClose(_)) => {
+                    let _ = socket.shutdown(Shutdown::Write);
+                }
+                _ => {
+                    let _ = socket.set_tcp_cork(false);
+                }
+            }
+        }
+        end
+    }
+
+    /// One poll of both directions and the timers; `leaving_before`: whether the server was
+    /// leaving before this poll moved any byte (see `answered_now`).
+    fn poll_io(&mut self, cx: &mut Context<'_>, leaving_before: bool) -> Poll<End> {
         let Connection {
             client_read,
             client_write,
@@ -600,8 +637,6 @@ impl Connection<'_> {
         } = self;
         let metrics = &state.metrics;
         let moved = (up.total, down.total, up.done, down.done);
-        // whether the server was leaving before this poll moved any byte (see `answered_now`)
-        let leaving_before = followed.is_some() && (idle::stopping() || state.leaving().is_some());
         let mut result = None;
         if !up.done
             && let Poll::Ready(Err(f)) = up.poll(
