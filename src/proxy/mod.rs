@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
@@ -74,8 +75,6 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, route: &Route) {
         }
     };
     let server = &backend.servers[index];
-    // the client socket has TCP_NODELAY from its listening socket
-    let _ = server_stream.set_nodelay(true);
     let m = &server.state.metrics;
     m.connections.inc();
     m.active.inc();
@@ -150,7 +149,7 @@ async fn connect(backend: &Backend) -> Result<(TcpStream, usize, InUse<'_>), Rej
         let in_use = server.state.hold();
         let start = Instant::now();
         let timeout = backend.config.connect_timeout;
-        let reason = match tokio::time::timeout(timeout, TcpStream::connect(server.addr)).await {
+        let reason = match tokio::time::timeout(timeout, connect_to(server.addr)).await {
             Ok(Ok(stream)) => {
                 let took = start.elapsed();
                 backend
@@ -179,6 +178,34 @@ async fn connect(backend: &Backend) -> Result<(TcpStream, usize, InUse<'_>), Rej
         server.state.observe_passive(obs, hc.rise, hc.fall);
     }
     Err(RejectReason::ConnectFailed)
+}
+
+/// A connection to `addr`, with `TCP_NODELAY` (the client socket has it from its listening
+/// socket). tokio's `connect` reads `SO_ERROR` after every connect to learn whether it failed;
+/// here the readiness that ends the wait says so (a failed connect also reports the socket
+/// closed for writing), and the error is read only then: one system call fewer per proxied
+/// connection, of about 14 (`strace -c` on `benches/compare.py`'s close load).
+async fn connect_to(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let ready = stream.ready(Interest::WRITABLE).await?;
+    if ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| std::io::ErrorKind::NotConnected.into()));
+    }
+    Ok(stream)
 }
 
 fn is_local_exhaustion(e: &std::io::Error) -> bool {
