@@ -196,12 +196,7 @@ async fn a_request_in_flight_is_answered_completely_before_the_close() {
     let (_rh, addr, admin) = over_servers(&[&a, &b]).await;
     let mut busy = KeepAlive::pooled_on(addr, "/name", "a").await;
     let mut idle = KeepAlive::pooled_on(addr, "/name", "a").await;
-    let path = "/bytes/300000?gate=1000";
-    let want = reply("a", "GET", path, b"").wire;
-    let (now, later) = want.split_at(want.len() - 1000);
-    busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
-        .await;
-    busy.expect(now).await;
+    let later = busy.held("a", "/bytes/300000?gate=1000").await;
     server_until(admin, "web", "a", "requests_in_flight", 1).await;
 
     let started = Instant::now();
@@ -209,7 +204,7 @@ async fn a_request_in_flight_is_answered_completely_before_the_close() {
     let idle_took = idle.closed(started).await;
     busy.stays_open(WATCH).await;
     a.release();
-    busy.expect(later).await;
+    busy.expect(&later).await;
     let last_byte = Instant::now();
     let took = busy.closed(last_byte).await;
     println!(
@@ -232,18 +227,12 @@ async fn the_close_after_a_leaving_servers_last_response_comes_with_its_last_byt
     let (a, b) = (HttpServer::start("a").await, HttpServer::start("b").await);
     let (_rh, addr, admin) = over_servers(&[&a, &b]).await;
     let mut busy = KeepAlive::pooled_on(addr, "/name", "a").await;
-    let path = "/bytes/1000?gate=5";
-    let want = reply("a", "GET", path, b"").wire;
-    let (now, later) = want.split_at(want.len() - 5);
-    busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
-        .await;
-    busy.expect(now).await;
+    let later = busy.held("a", "/bytes/1000?gate=5").await;
     server_until(admin, "web", "a", "requests_in_flight", 1).await;
     change(admin, "web", "a", "drain").await;
 
     let mut socket = busy.stream.into_std().expect("a std socket");
     let (spinning, spins) = tokio::sync::oneshot::channel();
-    let later = later.to_vec();
     let reader = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let deadline = Instant::now() + SOON;
@@ -322,12 +311,7 @@ async fn drain_wait_returns_right_after_the_last_response() {
     let (rh, addr, admin) = over_servers(&[&a, &b]).await;
     let mut busy = KeepAlive::pooled_on(addr, "/name", "a").await;
     let mut idle = KeepAlive::pooled_on(addr, "/name", "a").await;
-    let path = "/chunked/100000?gate=5";
-    let want = reply("a", "GET", path, b"").wire;
-    let (now, later) = want.split_at(want.len() - 5);
-    busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
-        .await;
-    busy.expect(now).await;
+    let later = busy.held("a", "/chunked/100000?gate=5").await;
 
     let args = [
         "drain".to_owned(),
@@ -353,7 +337,7 @@ async fn drain_wait_returns_right_after_the_last_response() {
         "drain --wait returned with a request in flight"
     );
     a.release();
-    busy.expect(later).await;
+    busy.expect(&later).await;
     let last_byte = Instant::now();
     let (code, out, err) = waiter.await.unwrap();
     let took = last_byte.elapsed();

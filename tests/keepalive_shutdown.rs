@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::httpd::{HttpServer, reply};
+use common::httpd::HttpServer;
 use common::keepalive::KeepAlive;
 use common::scrape::server_until;
 use common::*;
@@ -60,12 +60,7 @@ async fn sigterm_lets_a_busy_connection_finish_its_response_then_closes_it() {
     let addr = rh.listener("web").await;
     let (mut idle, _) = KeepAlive::pooled(addr, "/name").await;
     let mut busy = KeepAlive::connect(addr).await;
-    let path = "/chunked/500000?gate=7";
-    let want = reply("a", "GET", path, b"").wire;
-    let (now, later) = want.split_at(want.len() - 7);
-    busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
-        .await;
-    busy.expect(now).await;
+    let later = busy.held("a", "/chunked/500000?gate=7").await;
 
     let started = Instant::now();
     rh.signal(libc::SIGTERM);
@@ -75,7 +70,7 @@ async fn sigterm_lets_a_busy_connection_finish_its_response_then_closes_it() {
     idle.closed(started).await;
     busy.stays_open(WATCH).await;
     a.release();
-    busy.expect(later).await;
+    busy.expect(&later).await;
     let last_byte = Instant::now();
     let closed = busy.closed(last_byte).await;
     let status = rh.wait_exit(SOON).await;
@@ -95,11 +90,7 @@ async fn shutdown_grace_still_bounds_a_response_that_never_ends() {
     let mut rh = over(&a, "500ms").await;
     let addr = rh.listener("web").await;
     let mut busy = KeepAlive::connect(addr).await;
-    let path = "/bytes/1000?gate=1";
-    let want = reply("a", "GET", path, b"").wire;
-    busy.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
-        .await;
-    busy.expect(&want[..want.len() - 1]).await;
+    busy.held("a", "/bytes/1000?gate=1").await;
     let started = Instant::now();
     rh.signal(libc::SIGTERM);
     let status = rh.wait_exit(SOON).await;

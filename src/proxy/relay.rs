@@ -599,12 +599,13 @@ impl Connection<'_> {
         if !leaving {
             return self.poll_io(cx, false);
         }
-        let socket = socket2::SockRef::from(self.client_write.as_ref());
         // a socket that cannot be corked closes as it did before
-        let corked = socket.set_tcp_cork(true).is_ok();
+        let corked = socket2::SockRef::from(self.client_write.as_ref())
+            .set_tcp_cork(true)
+            .is_ok();
         let end = self.poll_io(cx, true);
-        let socket = socket2::SockRef::from(self.client_write.as_ref());
         if corked {
+            let socket = socket2::SockRef::from(self.client_write.as_ref());
             match end {
                 // the FIN goes out with the held bytes; the caller closes the socket right after
                 Poll::Ready(End::IdleClose(_)) => {

@@ -145,6 +145,19 @@ impl KeepAlive {
         ready != 0
     }
 
+    /// Sends `GET path` to be answered by the test server `server` (`common::httpd`), with a
+    /// `?gate=N` that holds the last N bytes of the answer back, and reads the answer up to
+    /// them: the request is in flight until the server is released. Returns the held bytes.
+    pub async fn held(&mut self, server: &str, path: &str) -> Vec<u8> {
+        let r = crate::common::httpd::reply(server, "GET", path, b"");
+        assert!(r.gate > 0, "{path} holds nothing back");
+        let (now, later) = r.wire.split_at(r.wire.len() - r.gate);
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: es\r\n\r\n").as_bytes())
+            .await;
+        self.expect(now).await;
+        later.to_vec()
+    }
+
     /// Reads exactly these bytes, or fails saying where they differ.
     pub async fn expect(&mut self, want: &[u8]) {
         let got = self.take(want.len()).await;
