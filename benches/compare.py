@@ -11,6 +11,10 @@ What it measures (one line per load and proxy, medians over --runs runs):
              held open (each with a completed request); rate and p99 of both, and p99 with/without.
              Each proxied connection takes two descriptors in the proxy: under a hard limit of
              20,000 (a container without CAP_SYS_RESOURCE) it holds 9,000 instead, and says so.
+  large      (not in the default set) wrk -t1 -c8, keep-alive, a 1 MiB Elasticsearch-like search answer
+             per request: Gbit/s of answers, and CPU per answer. Where `bulk` (iperf3, a plain TCP
+             backend) is a byte relay in roundhouse, these answers come through its followed
+             HTTP framing: the body is spliced by count, so it should cost what a byte relay does.
   syscalls   (not in the default set) keepalive -c64 with `strace -c -f` attached to each proxy:
              system calls per request, by call. strace slows the proxy, which then finds more
              events per epoll_wait: so a second pass counts epoll_wait calls and context switches
@@ -41,7 +45,7 @@ Needs Debian's haproxy, nginx-light, libnginx-mod-stream, wrk and iperf3 (and st
 --only syscalls); with --install (or when run as root and something is missing) it apt-get
 installs the first five.
 
-Usage: benches/compare.py [--runs 3] [--secs 6] [--only keepalive,close,bulk,idle,keepalive-1k,mixed]
+Usage: benches/compare.py [--runs 3] [--secs 6] [--only keepalive,close,bulk,idle,keepalive-1k,mixed,large,syscalls]
                           [--proxies direct,haproxy,nginx,roundhouse,baseline]
                           [--binary target/release/roundhouse] [--baseline OTHER_BINARY] [--json FILE]
 """
@@ -79,7 +83,8 @@ MIXED_P99_TARGET = 1.10
 WRK_LOADS = ("keepalive", "close", "keepalive-1k", "mixed")
 DEFAULT_LOADS = "keepalive,close,bulk,idle,keepalive-1k,mixed"
 # the order loads run in, each on every proxy before the next load
-LOADS_IN_ORDER = ("keepalive", "syscalls", "close", "bulk", "idle", "keepalive-1k", "mixed")
+LOADS_IN_ORDER = ("keepalive", "syscalls", "close", "bulk", "large", "idle", "keepalive-1k", "mixed")
+LARGE_HITS = 5000  # hits in large.json: about 1 MiB
 
 BACKENDS_CONF = """
 worker_processes 1;
@@ -229,6 +234,12 @@ def write_site(d):
             for i in range(12)]
     with open(os.path.join(d, "www", "search.json"), "w") as f:
         json.dump({"took": 1, "timed_out": False, "hits": {"total": {"value": 12}, "hits": hits}}, f)
+    hits = [{"_index": "logs-2026.11", "_id": "%08d" % i, "_score": 1.0,
+             "_source": {"@timestamp": "2026-11-30T12:00:%02d.%03dZ" % (i % 60, i % 1000), "level": "info",
+                         "message": "request %d served in %d ms by node es-%d" % (i, i % 97, i % 3)}}
+            for i in range(LARGE_HITS)]
+    with open(os.path.join(d, "www", "large.json"), "w") as f:
+        json.dump({"took": 12, "timed_out": False, "hits": {"total": {"value": LARGE_HITS}, "hits": hits}}, f)
 
 
 class Processes:
@@ -326,7 +337,7 @@ def haproxy_workers(sock_path):
     return pushed if sum(pushed) else per_thread("accepted")
 
 
-def wrk(port, secs, conns, close, pgid=None, workers=None):
+def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
     if port in READY:
         wait_servers_up(READY[port])
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency"]
@@ -335,7 +346,7 @@ def wrk(port, secs, conns, close, pgid=None, workers=None):
     cpu_before = group_cpu_s(pgid) if pgid else None
     ctx_before = group_ctx_switches(pgid) if pgid else None
     spread_before = workers() if workers else None
-    out = subprocess.run(cmd + ["http://127.0.0.1:%d/search.json" % port], capture_output=True, text=True).stdout
+    out = subprocess.run(cmd + ["http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True).stdout
     cpu, user = [b - a for a, b in zip(cpu_before, group_cpu_s(pgid))] if pgid else (None, None)
     ctx = group_ctx_switches(pgid) - ctx_before if pgid else None
     spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
@@ -560,6 +571,10 @@ def one_run(args, binary, run_index):
                     r[load] = wrk(http_port, args.secs, 32, True, pgid, spread)
                 elif load == "bulk":
                     r[load] = iperf(bulk_port, args.secs)
+                elif load == "large":
+                    r[load] = wrk(http_port, args.secs, 8, False, pgid, spread, "/large.json")
+                    size = os.path.getsize(os.path.join(d, "www", "large.json"))
+                    r[load]["gbit_s"] = r[load]["rps"] * size * 8 / 1e9
                 elif load == "idle" and name in groups:
                     r[load] = idle(http_port, groups[name])
                 elif load == "keepalive-1k":
@@ -624,6 +639,10 @@ def report(runs, only):
             row("%s, of which user space (µs/req)" % load, load, "user_us_per_req", "%.2f", None, False, False)
             row("%s, context switches/req" % load, load, "ctx_per_req", "%.3f", None, False, False)
             row("%s, busiest worker's share (1.00 = even)" % load, load, "max_share", "%.2f", None, False, False)
+    if "large" in only:
+        row("large, 1 MiB answers (Gbit/s)", "large", "gbit_s", "%.2f")
+        row("large, proxy CPU (µs/answer)", "large", "cpu_us_per_req", "%.1f", None, False, False)
+        row("large, of which user space (µs/answer)", "large", "user_us_per_req", "%.2f", None, False, False)
     if "mixed" in only:
         row("mixed (req/s, %d idle)" % mixed_idle(), "mixed", "rps", "%.0f", 1.00)
         row("mixed, same load without idle (req/s)", "mixed", "base_rps", "%.0f")
