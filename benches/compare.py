@@ -22,7 +22,7 @@ What it measures (one line per load and proxy, medians over --runs runs):
 For every wrk load it also prints each proxy's own CPU time per request (user + system, all
 threads; and the user-space part alone, where a change to the proxy's own code shows) and
 context switches per request (voluntary + involuntary, all threads, from /proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
-run. For roundhouse it prints how the load's connections spread over its worker threads (the
+run; for bulk, the same per GiB moved (CPU) and per MiB (context switches). For roundhouse it prints how the load's connections spread over its worker threads (the
 change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
 for haproxy the same from its `show activity` (see haproxy_workers).
 Each run takes the loads one at a time, every proxy in turn, and every other run takes the
@@ -379,10 +379,19 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
     return result
 
 
-def iperf(port, secs):
+def iperf(port, secs, pgid=None):
+    cpu_before = group_cpu_s(pgid) if pgid else None
+    ctx_before = group_ctx_switches(pgid) if pgid else None
     out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"],
                          capture_output=True, text=True).stdout
-    return {"gbit_s": json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9}
+    end = json.loads(out)["end"]["sum_received"]
+    result = {"gbit_s": end["bits_per_second"] / 1e9}
+    if pgid:
+        # what a GiB costs the proxy, as CPU per request does for the wrk loads
+        gib = end["bytes"] / 2**30
+        result["cpu_ms_per_gib"] = (group_cpu_s(pgid)[0] - cpu_before[0]) * 1e3 / gib
+        result["ctx_per_mib"] = (group_ctx_switches(pgid) - ctx_before) / (gib * 1024)
+    return result
 
 
 def group_pids(pgid):
@@ -570,7 +579,7 @@ def one_run(args, binary, run_index):
                 elif load == "close":
                     r[load] = wrk(http_port, args.secs, 32, True, pgid, spread)
                 elif load == "bulk":
-                    r[load] = iperf(bulk_port, args.secs)
+                    r[load] = iperf(bulk_port, args.secs, pgid)
                 elif load == "large":
                     r[load] = wrk(http_port, args.secs, 8, False, pgid, spread, "/large.json")
                     size = os.path.getsize(os.path.join(d, "www", "large.json"))
@@ -634,6 +643,9 @@ def report(runs, only):
         row("%s (%s)" % (load, unit), load, key, "%.0f" if key == "rps" else "%.2f", target)
         if load.startswith("keepalive"):
             row("%s p99 (ms)" % load, load, "p99_ms", "%.2f", 1.00, higher=False)
+        if load == "bulk":
+            row("bulk, proxy CPU (ms/GiB)", load, "cpu_ms_per_gib", "%.0f", None, False, False)
+            row("bulk, context switches/MiB", load, "ctx_per_mib", "%.2f", None, False, False)
         if key == "rps":
             row("%s, proxy CPU (µs/req)" % load, load, "cpu_us_per_req", "%.1f", CPU_TARGET, False, False)
             row("%s, of which user space (µs/req)" % load, load, "user_us_per_req", "%.2f", None, False, False)
