@@ -1,9 +1,11 @@
 //! One client connection: pick a server, connect with retries, relay bytes, account.
 
+mod followed;
 /// Public only for `benches/hot_paths.rs`; inside the crate, it is for the relay.
 #[doc(hidden)]
 pub mod framing;
 mod idle;
+mod pump;
 mod relay;
 
 pub use idle::{stop as stop_idle_connections, wake_all as wake_idle_connections};
