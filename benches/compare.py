@@ -21,10 +21,12 @@ What it measures (one line per load and proxy, medians over --runs runs):
              per request with `perf stat` (kernel counters, full speed), when perf is installed.
 For every wrk load it also prints each proxy's own CPU time per request (user + system, all
 threads; and the user-space part alone, where a change to the proxy's own code shows) and
-context switches per request (voluntary + involuntary, all threads, from /proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in that
-run; for bulk, the same per GiB moved (CPU) and per MiB (context switches). For roundhouse it prints how the load's connections spread over its worker threads (the
-change of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and
-for haproxy the same from its `show activity` (see haproxy_workers).
+context switches per request (voluntary + involuntary, all threads, from
+/proc/PID/task/*/status): what a request costs the proxy, however the 2 cores were shared in
+that run; for bulk, the same per GiB moved (CPU) and per MiB (context switches). For
+roundhouse it prints how the load's connections spread over its worker threads (the change
+of roundhouse_worker_connections_accepted_total{worker} over the load, per worker), and for
+haproxy the same from its `show activity` (see haproxy_workers).
 Each run takes the loads one at a time, every proxy in turn, and every other run takes the
 proxies in the reverse order: the machine drifts within a run, and the same binary measured
 up to 5% apart run first and run second, so no proxy is always first.
@@ -337,18 +339,26 @@ def haproxy_workers(sock_path):
     return pushed if sum(pushed) else per_thread("accepted")
 
 
+def usage(pgid):
+    """What a process group has used so far: CPU seconds (total, user) and context switches."""
+    return (*group_cpu_s(pgid), group_ctx_switches(pgid))
+
+
+def used_since(before, pgid):
+    """(CPU, user, context switches) since `before` (a `usage`), or Nones without a group."""
+    return tuple(b - a for a, b in zip(before, usage(pgid))) if pgid else (None, None, None)
+
+
 def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
     if port in READY:
         wait_servers_up(READY[port])
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    cpu_before = group_cpu_s(pgid) if pgid else None
-    ctx_before = group_ctx_switches(pgid) if pgid else None
+    before = usage(pgid) if pgid else None
     spread_before = workers() if workers else None
     out = subprocess.run(cmd + ["http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True).stdout
-    cpu, user = [b - a for a, b in zip(cpu_before, group_cpu_s(pgid))] if pgid else (None, None)
-    ctx = group_ctx_switches(pgid) - ctx_before if pgid else None
+    cpu, user, ctx = used_since(before, pgid)
     spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not found:
@@ -380,17 +390,17 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
 
 
 def iperf(port, secs, pgid=None):
-    cpu_before = group_cpu_s(pgid) if pgid else None
-    ctx_before = group_ctx_switches(pgid) if pgid else None
+    before = usage(pgid) if pgid else None
     out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"],
                          capture_output=True, text=True).stdout
     end = json.loads(out)["end"]["sum_received"]
     result = {"gbit_s": end["bits_per_second"] / 1e9}
     if pgid:
         # what a GiB costs the proxy, as CPU per request does for the wrk loads
+        cpu, _, ctx = used_since(before, pgid)
         gib = end["bytes"] / 2**30
-        result["cpu_ms_per_gib"] = (group_cpu_s(pgid)[0] - cpu_before[0]) * 1e3 / gib
-        result["ctx_per_mib"] = (group_ctx_switches(pgid) - ctx_before) / (gib * 1024)
+        result["cpu_ms_per_gib"] = cpu * 1e3 / gib
+        result["ctx_per_mib"] = ctx / (gib * 1024)
     return result
 
 

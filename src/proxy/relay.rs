@@ -3,9 +3,9 @@
 //! counters in batches.
 //!
 //! On connections to Elasticsearch the relay also follows the HTTP/1.1 framing (`framing.rs`,
-//! shown every byte a pump reads but body bytes; `followed.rs`). When the tracker says the connection is idle (the
-//! last response complete, no byte of another request) and its server takes no new connections,
-//! or roundhouse is stopping, the relay ends there: a client's pooled keep-alive connection is
+//! shown every byte a pump reads but body bytes; `followed.rs`). When the tracker says the
+//! connection is idle (the last response complete, no byte of another request) and its server
+//! takes no new connections, or roundhouse is stopping, the relay ends there: a client's pooled keep-alive connection is
 //! closed between two requests, never in the middle of one, and its next request goes to
 //! another server. It ends right after a response, or once it has been quiet for `SETTLED`,
 //! never at the moment its client may be writing the next request; after a response, its FIN
