@@ -2,7 +2,8 @@
 //! counted past without being looked at, and the trailer section read by [`Head`].
 
 use super::Fallback;
-use super::head::{Head, Kind, MAX_LINE, find_stop};
+use super::head::{Head, Kind, MAX_LINE};
+use super::scan::find_stop;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -8,6 +8,7 @@
 //! a colon, no control bytes but tab) and skipped.
 
 use super::Fallback;
+use super::scan::{find_stop, is_tchar, token_len};
 
 /// Longest start line or field line followed (Elasticsearch's own limit for the request line is
 /// 4 KiB by default).
@@ -97,51 +98,8 @@ pub(super) struct Head {
     pub(super) facts: Facts,
 }
 
-/// Token characters (RFC 9110 5.6.2): method, field names, list elements.
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = matches!(c as u8,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
-            | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z');
-        c += 1;
-    }
-    t
-};
-
-fn is_tchar(c: u8) -> bool {
-    TCHAR[c as usize]
-}
-
 fn is_ctl(c: u8) -> bool {
     c < 0x20 || c == 0x7f
-}
-
-/// Where the first byte below `limit` (at most 0x80), or DEL, is: a control byte, or with a
-/// `limit` of 0x21 a space too. Eight bytes at a time, as most head bytes are field values.
-pub(super) fn find_stop(bytes: &[u8], limit: u8) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().expect("chunks of 8"));
-        // A byte's high bit is set where it is below `limit` (or DEL), and wrongly only above
-        // such a byte, where a borrow runs on: the lowest one set is always right.
-        let below = x.wrapping_sub(ONES * u64::from(limit)) & !x & HIGH;
-        let del = x ^ (ONES * 0x7f);
-        let del = del.wrapping_sub(ONES) & !del & HIGH;
-        let hits = below | del;
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let rest = words.remainder();
-    rest.iter()
-        .position(|&c| c < limit || c == 0x7f)
-        .map(|n| at + n)
 }
 
 /// `HTTP/1.x`: `Some(true)` for HTTP/1.0.
@@ -152,6 +110,34 @@ fn http1(v: &[u8]) -> Option<bool> {
         }
         _ => None,
     }
+}
+
+/// A `Content-Length` value that ends its line, CRLF included: the length and the bytes it
+/// took. `None` for anything else (cut by the piece's end, not a number, too large), which the
+/// byte-at-a-time path then takes.
+fn whole_length(bytes: &[u8]) -> Option<(u64, usize)> {
+    let ows = |from: usize| {
+        from + bytes[from..]
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count()
+    };
+    let start = ows(0);
+    let digits = bytes[start..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let end = ows(start + digits);
+    if bytes.get(end..end + 2) != Some(b"\r\n") {
+        return None;
+    }
+    let length = bytes[start..start + digits]
+        .iter()
+        .fold(0, |n: u64, &c| n * 10 + u64::from(c - b'0'));
+    Some((length, end + 2))
 }
 
 impl Head {
@@ -208,9 +194,11 @@ impl Head {
     /// rest of `bytes` belongs to what follows it).
     ///
     /// One loop over the piece with the state in a local: the runs that hold most bytes (names,
-    /// values, the target) are scanned inside it, the rest go a byte at a time to `step`. Each
-    /// of these cut the cost of a typical exchange (910 ns of CPU with a byte-at-a-time loop
-    /// for everything, 280 ns now).
+    /// values, the target) are scanned inside it, sixteen bytes at a time; a method, a status
+    /// code and a `Content-Length` value are taken whole when the piece holds them; the rest
+    /// go a byte at a time to `step`. Each of these cut the cost of a typical exchange (910 ns
+    /// of CPU with a byte-at-a-time loop for everything, 280 ns before the sixteen-byte scans
+    /// and whole reads, 210 ns now).
     pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Fallback> {
         let mut state = self.state;
         let mut i = 0;
@@ -273,10 +261,7 @@ impl Head {
                             state = State::Name;
                         }
                         let rest = &bytes[i..];
-                        let n = rest
-                            .iter()
-                            .position(|&c| !is_tchar(c))
-                            .unwrap_or(rest.len());
+                        let n = token_len(rest);
                         i += n;
                         if n == rest.len() {
                             // the name goes on in the next piece
@@ -330,16 +315,27 @@ impl Head {
                     }
                     state = State::LineStart;
                 }
+                State::LengthStart => {
+                    // the whole value and its line's end, when the piece holds them
+                    if let Some((length, n)) = whole_length(rest) {
+                        self.facts.content_length = Some(length);
+                        i += n;
+                        self.end_line(line_start, i)?;
+                        line_start = i;
+                        state = State::LineStart;
+                    } else {
+                        state = self.step(state, c)?;
+                        i += 1;
+                    }
+                    continue;
+                }
                 State::ListStart if is_tchar(c) => {
                     self.cap_len = 0;
                     state = State::ListToken;
                     continue;
                 }
                 State::ListToken => {
-                    let n = rest
-                        .iter()
-                        .position(|&c| !is_tchar(c))
-                        .unwrap_or(rest.len());
+                    let n = token_len(rest);
                     self.capture_all(&rest[..n]);
                     i += n;
                     if n < rest.len() {
@@ -348,7 +344,20 @@ impl Head {
                     }
                     continue;
                 }
-                // Whole versions when the piece holds them, as it nearly always does.
+                // Whole methods and versions when the piece holds them, as it nearly always
+                // does.
+                State::Method if self.cap_len == 0 => {
+                    let n = token_len(rest);
+                    if n > 0 && rest.get(n) == Some(&b' ') {
+                        self.capture_all(&rest[..n]);
+                        state = self.step(state, b' ')?;
+                        i += n + 1;
+                    } else {
+                        state = self.step(state, c)?;
+                        i += 1;
+                    }
+                    continue;
+                }
                 State::RequestVersion if self.cap_len == 0 && rest.get(8) == Some(&b'\r') => {
                     self.capture_all(&rest[..8]);
                     state = self.step(state, b'\r')?;
@@ -358,6 +367,18 @@ impl Head {
                     self.facts.http10 = http1(&rest[..8]).ok_or(Fallback::Malformed)?;
                     state = State::Status;
                     i += 8;
+                }
+                State::Status
+                    if self.cap_len == 0
+                        && rest.len() > 3
+                        && rest[..3].iter().all(u8::is_ascii_digit) =>
+                {
+                    let digit = |k: usize| u16::from(rest[k] - b'0');
+                    self.facts.status = digit(0) * 100 + digit(1) * 10 + digit(2);
+                    self.cap_len = 3;
+                    state = self.step(state, rest[3])?;
+                    i += 4;
+                    continue;
                 }
                 _ => state = self.step(state, c)?,
             }

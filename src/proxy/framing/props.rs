@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::Direction::{self, Down, Up};
-use super::head::find_stop;
+use super::scan::find_stop;
 use super::tests::{Seen, relay_feed};
 use super::{MAX_PIPELINED, Tracker};
 
@@ -253,6 +253,26 @@ fn survive(chunks: &[(bool, Vec<u8>)], relay: bool) -> Result<(), TestCaseError>
     Ok(())
 }
 
+/// Feeds `chunks` to one tracker whole and to another a byte at a time: both read the same
+/// after every chunk. Heads read in one piece take shortcuts (a whole method, status or
+/// `Content-Length` at once, sixteen bytes at a time) that a byte at a time never does.
+fn whole_or_byte_by_byte(chunks: &[(bool, Vec<u8>)]) -> Result<(), TestCaseError> {
+    let mut whole = Tracker::new();
+    let mut bytewise = Tracker::new();
+    for (up, bytes) in chunks {
+        let dir = if *up { Up } else { Down };
+        whole.feed(dir, bytes);
+        for b in bytes {
+            bytewise.feed(dir, std::slice::from_ref(b));
+        }
+        prop_assert_eq!(Seen::of(&whole), Seen::of(&bytewise), "after {:?}", bytes);
+        for dir in [Up, Down] {
+            prop_assert_eq!(whole.opaque_len(dir), bytewise.opaque_len(dir));
+        }
+    }
+    Ok(())
+}
+
 /// Pieces of HTTP that random sequences of reach deep into the heads and bodies.
 const WORDS: &[&str] = &[
     "GET / HTTP/1.1\r\n",
@@ -352,7 +372,7 @@ proptest! {
     }
 
     #[test]
-    fn the_word_at_a_time_scan_finds_the_first_stop_byte(
+    fn the_stop_byte_scan_finds_the_first_stop_byte(
         bytes in prop::collection::vec(prop::sample::select(&[0u8, 9, 13, 31, 32, 33, 126, 127, 128, 255][..]), 0..40),
         printable in prop::collection::vec(33u8..127, 0..40),
         limit in prop::sample::select(&[b' ', b' ' + 1][..]),
@@ -379,6 +399,15 @@ proptest! {
     ) {
         survive(&mutate(&batches, &at, byte), relay)?;
     }
+
+    #[test]
+    fn any_bytes_are_read_the_same_whole_or_byte_by_byte(
+        (batches, at, byte) in mutated(), http in words(), chunks in bytes()
+    ) {
+        whole_or_byte_by_byte(&mutate(&batches, &at, byte))?;
+        whole_or_byte_by_byte(&http)?;
+        whole_or_byte_by_byte(&chunks)?;
+    }
 }
 
 proptest! {
@@ -397,5 +426,7 @@ proptest! {
         survive(&chunks, relay)?;
         survive(&http, relay)?;
         survive(&mutate(&mutant, &at, byte), relay)?;
+        whole_or_byte_by_byte(&mutate(&mutant, &at, byte))?;
+        whole_or_byte_by_byte(&http)?;
     }
 }
