@@ -245,9 +245,12 @@ async fn connection_close_ends_the_connection_after_its_response() {
         .await;
     c.expect(&reply("a", "GET", "/bytes/100", b"").wire).await;
     c.closed(Instant::now()).await;
-    // the server's FIN reached the client, which closes its side too (half-close is relayed)
+    // the server's FIN reached the client, and roundhouse has ended the connection while the
+    // client still holds its side open: a client that asked for the close sends nothing more
+    server_until(s.admin, "web", "a", "active_connections", 0).await;
     drop(c);
-    // said by the server
+    // said by the server: the client may still be sending, so the half-close is relayed and
+    // the connection ends with the client's own FIN
     let mut c = KeepAlive::connect(s.addr).await;
     c.send(&get("/close/100")).await;
     c.expect(&reply("a", "GET", "/close/100", b"").wire).await;

@@ -89,6 +89,14 @@ impl Followed {
         self.tracker.as_ref().is_none_or(|t| t.is_idle())
     }
 
+    /// Every request has its complete response, and one of them said it was the connection's
+    /// last (see [`Tracker::client_closes`]): the client sends nothing more.
+    pub(super) fn last_exchange_done(&self) -> bool {
+        self.tracker
+            .as_ref()
+            .is_some_and(|t| t.is_idle() && t.client_closes())
+    }
+
     /// Brings the server's request counters up to date with what the tracker saw.
     pub(super) fn account(&mut self, m: &ServerMetrics) {
         let seen = self.requests_seen();

@@ -195,6 +195,7 @@ pub struct Tracker {
     waiting: Queue,
     requests: u64,
     close: bool,
+    client_closes: bool,
     fallback: Option<Fallback>,
 }
 
@@ -217,6 +218,7 @@ impl Tracker {
             },
             requests: 0,
             close: false,
+            client_closes: false,
             fallback: None,
         }
     }
@@ -244,6 +246,12 @@ impl Tracker {
     /// (`Connection: close`, HTTP/1.0 without `keep-alive`, or a response that ends at close).
     pub fn close_requested(&self) -> bool {
         self.close
+    }
+
+    /// A request said it is the connection's last (`Connection: close`, or HTTP/1.0 without
+    /// `keep-alive`): its client sends no further request on it (RFC 9112 9.6).
+    pub fn client_closes(&self) -> bool {
+        self.client_closes
     }
 
     /// Why the connection is no longer followed, if it is not.
@@ -375,7 +383,8 @@ impl Tracker {
             expect: f.expect && body != Stage::Start,
         })?;
         self.requests += 1;
-        self.close |= f.close || (f.http10 && !f.keep_alive);
+        self.client_closes |= f.close || (f.http10 && !f.keep_alive);
+        self.close |= self.client_closes;
         self.up.stage = body;
         Ok(())
     }

@@ -141,7 +141,11 @@ impl Pump {
                 // Forward the FIN; the other direction keeps flowing (half-close). When the other
                 // direction is finished already, the connection ends now and closing `dst` sends
                 // the FIN: a shutdown would be one more system call per connection for nothing.
-                if !other_done {
+                // So it does when the server ends after the complete answer to a request that
+                // said it was the last (`Connection: close`): its client sends nothing more, and
+                // the relay ends the connection without waiting for the client's own FIN.
+                let last = matches!(&follow, Some((f, Direction::Down)) if f.last_exchange_done());
+                if !other_done && !last {
                     let socket: &TcpStream = dst.as_ref();
                     match socket2::SockRef::from(socket).shutdown(Shutdown::Write) {
                         Err(e) if e.kind() != io::ErrorKind::NotConnected => {

@@ -80,7 +80,8 @@ fn quiet_for(
 /// Why a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// Both sides finished sending (each FIN was forwarded).
+    /// Both sides finished sending (each FIN was forwarded), or the server finished after the
+    /// complete answer to a request that said it was the connection's last.
     Closed,
     /// No bytes either way for the idle timeout.
     IdleTimeout,
@@ -289,6 +290,10 @@ impl Connection<'_> {
             return Poll::Ready(end);
         }
         if up.done && down.done {
+            return Poll::Ready(End::Closed);
+        }
+        if down.done && followed.as_ref().is_some_and(Followed::last_exchange_done) {
+            // the server's FIN after the last exchange its client asked for (see `Pump::poll`)
             return Poll::Ready(End::Closed);
         }
         if moved != (up.total, down.total, up.done, down.done) {

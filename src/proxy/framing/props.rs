@@ -195,6 +195,7 @@ impl Script {
             in_flight: requests - answered,
             idle,
             close: false,
+            client_closes: false,
             fallback: None,
         }
     }

@@ -12,6 +12,7 @@ pub(super) struct Seen {
     pub(super) in_flight: usize,
     pub(super) idle: bool,
     pub(super) close: bool,
+    pub(super) client_closes: bool,
     pub(super) fallback: Option<Fallback>,
 }
 
@@ -22,6 +23,7 @@ impl Seen {
             in_flight: t.in_flight(),
             idle: t.is_idle(),
             close: t.close_requested(),
+            client_closes: t.client_closes(),
             fallback: t.fallback(),
         }
     }
@@ -29,6 +31,12 @@ impl Seen {
     fn closing(mut self) -> Seen {
         self.close = true;
         self
+    }
+
+    /// Closing because a request said so: its client sends no more.
+    fn closed_by_client(mut self) -> Seen {
+        self.client_closes = true;
+        self.closing()
     }
 }
 
@@ -38,6 +46,7 @@ fn idle(requests: u64) -> Seen {
         in_flight: 0,
         idle: true,
         close: false,
+        client_closes: false,
         fallback: None,
     }
 }
@@ -326,7 +335,10 @@ fn one_more_pipelined_request_than_remembered_falls_back() {
 #[test]
 fn connection_close_on_either_side_is_noted() {
     let close = b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n";
-    assert_eq!(follow(&[(Up, close), (Down, OK)])[1], idle(1).closing());
+    assert_eq!(
+        follow(&[(Up, close), (Down, OK)])[1],
+        idle(1).closed_by_client()
+    );
     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nconnection:\tclose \r\n\r\n";
     assert_eq!(follow(&[(Up, GET), (Down, answer)])[1], idle(1).closing());
     let other = b"GET / HTTP/1.1\r\nConnection: closed, upgrade\r\n\r\n";
@@ -337,7 +349,10 @@ fn connection_close_on_either_side_is_noted() {
 fn http10_closes_unless_it_asks_for_keep_alive() {
     let plain = b"GET / HTTP/1.0\r\n\r\n";
     let answer = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    assert_eq!(follow(&[(Up, plain), (Down, answer)])[1], idle(1).closing());
+    assert_eq!(
+        follow(&[(Up, plain), (Down, answer)])[1],
+        idle(1).closed_by_client()
+    );
     let keep = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
     let kept = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
     assert_eq!(follow(&[(Up, keep), (Down, kept)])[1], idle(1));
