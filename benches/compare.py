@@ -18,7 +18,9 @@ What it measures (one line per load and proxy, medians over --runs runs):
   syscalls   (not in the default set) keepalive -c64 with `strace -c -f` attached to each proxy:
              system calls per request, by call. strace slows the proxy, which then finds more
              events per epoll_wait: so a second pass counts epoll_wait calls and context switches
-             per request with `perf stat` (kernel counters, full speed), when perf is installed.
+             per request with `perf stat` (kernel counters, full speed), when perf is installed,
+             and a third, wrk -c32 with `Connection: close`, counts every system call per
+             proxied connection, by call, on the kernel's syscall tracepoints.
 For every wrk load it also prints each proxy's own CPU time per request (user + system, all
 threads; and the user-space part alone, where a change to the proxy's own code shows) and
 context switches per request (voluntary + involuntary, all threads, from
@@ -502,20 +504,47 @@ def syscalls(port, secs, pgid):
     result = {"total_per_req": sum(calls.values()),
               "by_call": " ".join("%s=%.2f" % (k, v) for k, v in top if v >= 0.01)}
     result.update(sleeps(port, secs, pids))
+    result.update(close_calls(port, secs, pids))
     return result
 
 
 def sleeps(port, secs, pids):
     """epoll_wait calls and context switches per keep-alive request counted by `perf stat`
     (kernel counters: the proxy runs at full speed, where strace batches its events)."""
-    if not shutil.which("perf"):
-        return {}
-    out = os.path.join(tempfile.mkdtemp(prefix="roundhouse-perf-"), "perf.txt")
     events = "syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,context-switches"
+    counts, n = perf_counts(port, secs, pids, events, close=False)
+    if not counts:
+        return {}
+    epoll = counts.get("syscalls:sys_enter_epoll_wait", 0) + counts.get("syscalls:sys_enter_epoll_pwait", 0)
+    return {"perf_epoll_wait_per_req": epoll / n, "perf_ctx_per_req": counts.get("context-switches", 0) / n}
+
+
+def close_calls(port, secs, pids):
+    """System calls per `Connection: close` request (a proxied connection each), by call, counted
+    by `perf stat` on the syscall tracepoints at full speed."""
+    counts, n = perf_counts(port, secs, pids, "syscalls:sys_enter_*", close=True)
+    if not counts:
+        return {}
+    calls = {k.split("sys_enter_", 1)[1]: v / n for k, v in counts.items() if v}
+    top = sorted(calls.items(), key=lambda c: -c[1])
+    return {"close_total_per_conn": sum(calls.values()),
+            "close_by_call": " ".join("%s=%.2f" % (k, v) for k, v in top if v >= 0.01)}
+
+
+def perf_counts(port, secs, pids, events, close):
+    """`perf stat -e events` on `pids` over a wrk load (-c64 keep-alive, or -c32 with
+    `Connection: close`): the counts by event, and the requests wrk completed. ({}, 0) without
+    perf or without a completed request."""
+    if not shutil.which("perf"):
+        return {}, 0
+    out = os.path.join(tempfile.mkdtemp(prefix="roundhouse-perf-"), "perf.txt")
     counter = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", ",".join(pids), "-o", out],
                                stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    text = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % secs, "http://127.0.0.1:%d/search.json" % port],
+    cmd = ["wrk", "-t1", "-c%d" % (32 if close else 64), "-d%ds" % secs]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    text = subprocess.run(cmd + ["http://127.0.0.1:%d/search.json" % port],
                           capture_output=True, text=True).stdout
     counter.send_signal(signal.SIGINT)
     counter.wait(30)
@@ -524,13 +553,11 @@ def sleeps(port, secs, pids):
     for line in open(out):
         fields = line.split(",")
         if len(fields) > 2 and fields[0].isdigit():
-            name = "ctx" if fields[2] == "context-switches" else "epoll_wait"
-            counts[name] = counts.get(name, 0) + int(fields[0])
+            counts[fields[2]] = counts.get(fields[2], 0) + int(fields[0])
     shutil.rmtree(os.path.dirname(out), ignore_errors=True)
-    if not found or not counts:
-        return {}
-    n = int(found.group(1))
-    return {"perf_epoll_wait_per_req": counts.get("epoll_wait", 0) / n, "perf_ctx_per_req": counts.get("ctx", 0) / n}
+    if not found or not counts or not int(found.group(1)):
+        return {}, 0
+    return counts, int(found.group(1))
 
 
 def one_run(args, binary, run_index):
@@ -700,6 +727,9 @@ def report(runs, only):
                     if "perf_ctx_per_req" in sc:
                         print("  %-10s without strace (perf stat): epoll_wait %.3f, context switches %.3f per request"
                               % ("", sc["perf_epoll_wait_per_req"], sc["perf_ctx_per_req"]))
+                    if "close_total_per_conn" in sc:
+                        print("  %-10s per Connection: close request (perf stat): %.2f: %s"
+                              % ("", sc["close_total_per_conn"], sc["close_by_call"]))
 
 
 def main():
