@@ -13,9 +13,10 @@
 //!
 //! Heads are read by a state machine with a few bytes of capture (`head.rs`) and never
 //! buffered, so a head may be cut anywhere between two reads; names and values are scanned
-//! sixteen bytes at a time (`scan.rs`). Bodies are not read at all: [`Tracker::opaque_len`] says how many coming
-//! bytes are content (the rest of a `Content-Length` body or of a chunk), which the relay may move
-//! with `splice(2)` and count with [`Tracker::skip`], and `feed` itself steps over them by count.
+//! sixteen bytes at a time (`scan.rs`). Bodies are not read at all: [`Tracker::opaque_len`] says
+//! how many coming bytes are content (the rest of a `Content-Length` body or of a chunk), which
+//! the relay may move with `splice(2)` and count with [`Tracker::skip`], and `feed` itself steps
+//! over them by count.
 //! Following a typical Elasticsearch exchange (a 570-byte search request, a 200 with a 143-byte
 //! head and 1 KiB of JSON) took 210 ns of CPU on the 2-core build machine, and `compare.py`'s
 //! (wrk's GET, nginx's answer) 139 ns (`benches/hot_paths.rs`); a tracker is 272 bytes and

@@ -5,11 +5,13 @@
 //! On connections to Elasticsearch the relay also follows the HTTP/1.1 framing (`framing.rs`,
 //! shown every byte a pump reads but body bytes; `followed.rs`). When the tracker says the
 //! connection is idle (the last response complete, no byte of another request) and its server
-//! takes no new connections, or roundhouse is stopping, the relay ends there: a client's pooled keep-alive connection is
-//! closed between two requests, never in the middle of one, and its next request goes to
-//! another server. It ends right after a response, or once it has been quiet for `SETTLED`,
-//! never at the moment its client may be writing the next request; after a response, its FIN
-//! travels with the response's last bytes (the socket is corked while the server leaves).
+//! takes no new connections, or roundhouse is stopping, the relay ends there: a client's pooled
+//! keep-alive connection is closed between two requests, never in the middle of one, and its
+//! next request goes to another server. It ends right after a response, or once it has been
+//! quiet for `SETTLED`, never at the moment its client may be writing the next request; after a
+//! response, its FIN travels with the response's last bytes (the socket is corked while the
+//! server leaves). A followed connection whose client asked for `Connection: close` also ends
+//! at the server's FIN after the last answer, without a half-close (see `Pump::poll`).
 
 use std::future::poll_fn;
 use std::net::Shutdown;
