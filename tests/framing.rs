@@ -255,6 +255,13 @@ async fn connection_close_ends_the_connection_after_its_response() {
     c.send(&get("/close/100")).await;
     c.expect(&reply("a", "GET", "/close/100", b"").wire).await;
     c.closed(Instant::now()).await;
+    tokio::time::sleep(WATCH).await;
+    let st = status(s.admin).await;
+    let a = server(&st, "web", "a");
+    assert_eq!(
+        a["active_connections"], 1,
+        "still open for the client: {a:#}"
+    );
     drop(c);
     server_until(s.admin, "web", "a", "active_connections", 0).await;
     let st = status(s.admin).await;
