@@ -351,15 +351,22 @@ def used_since(before, pgid):
     return tuple(b - a for a, b in zip(before, usage(pgid))) if pgid else (None, None, None)
 
 
+def wrk_command(port, secs, conns, close, path="/search.json", latency=False):
+    """One wrk thread with `conns` connections for `secs`; with `close`, a new one per request;
+    with `latency`, the percentiles printed."""
+    cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs] + (["--latency"] if latency else [])
+    if close:
+        cmd += ["-H", "Connection: close"]
+    return cmd + ["http://127.0.0.1:%d%s" % (port, path)]
+
+
 def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
     if port in READY:
         wait_servers_up(READY[port])
-    cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency"]
-    if close:
-        cmd += ["-H", "Connection: close"]
     before = usage(pgid) if pgid else None
     spread_before = workers() if workers else None
-    out = subprocess.run(cmd + ["http://127.0.0.1:%d%s" % (port, path)], capture_output=True, text=True).stdout
+    out = subprocess.run(wrk_command(port, secs, conns, close, path, latency=True),
+                         capture_output=True, text=True).stdout
     cpu, user, ctx = used_since(before, pgid)
     spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -486,8 +493,7 @@ def syscalls(port, secs, pgid):
     tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out] + [a for p in pids for a in ("-p", p)],
                               stderr=subprocess.DEVNULL)
     time.sleep(1)  # attached to every thread
-    text = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % secs, "http://127.0.0.1:%d/search.json" % port],
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(wrk_command(port, secs, 64, False), capture_output=True, text=True).stdout
     tracer.send_signal(signal.SIGINT)
     tracer.wait(30)
     found = re.search(r"(\d+) requests in", text)
@@ -541,10 +547,7 @@ def perf_counts(port, secs, pids, events, close):
     counter = subprocess.Popen(["perf", "stat", "-x,", "-e", events, "-p", ",".join(pids), "-o", out],
                                stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    cmd = ["wrk", "-t1", "-c%d" % (32 if close else 64), "-d%ds" % secs]
-    if close:
-        cmd += ["-H", "Connection: close"]
-    text = subprocess.run(cmd + ["http://127.0.0.1:%d/search.json" % port],
+    text = subprocess.run(wrk_command(port, secs, 32 if close else 64, close),
                           capture_output=True, text=True).stdout
     counter.send_signal(signal.SIGINT)
     counter.wait(30)
