@@ -82,6 +82,9 @@ TARGETS = {
 IDLE_TARGET_KIB = 2.0
 CPU_TARGET = 0.95
 READY = {19102: 19902, 19103: 19903}  # roundhouse's listener port -> its admin port
+# The nginx backends' process group, once started: the wrk loads also count what the backends
+# spend per request behind each proxy.
+BACKENDS = {}
 MIXED_IDLE = 10000  # fewer when the descriptor limit is lower: see mixed_idle()
 MIXED_P99_TARGET = 1.10
 WRK_LOADS = ("keepalive", "close", "keepalive-1k", "mixed")
@@ -351,6 +354,34 @@ def used_since(before, pgid):
     return tuple(b - a for a, b in zip(before, usage(pgid))) if pgid else (None, None, None)
 
 
+def machine_ticks():
+    """(busy, all) clock ticks of every CPU so far, from /proc/stat (idle and iowait not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def around_load():
+    """What the machine, the wrk client and the backends have used so far (see `others_between`)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (machine_ticks(), children.ru_utime + children.ru_stime,
+            group_cpu_s(BACKENDS["pgid"])[0] if BACKENDS else None)
+
+
+def others_between(before, after, requests):
+    """Besides the proxy, per request between two `around_load`s: the wrk client's CPU (the child
+    that ended between them) and the backends', in µs, and the share of the machine's CPU time
+    that was busy at all. wrk, the backends and the proxy share the two cores: a proxy that
+    leaves them idle more often gets a lower rate for the same CPU per request."""
+    (busy0, all0), client0, backends0 = before
+    (busy1, all1), client1, backends1 = after
+    result = {"busy_share": (busy1 - busy0) / max(1, all1 - all0),
+              "client_us_per_req": (client1 - client0) * 1e6 / requests}
+    if backends0 is not None:
+        result["backends_us_per_req"] = (backends1 - backends0) * 1e6 / requests
+    return result
+
+
 def wrk_command(port, secs, conns, close, path="/search.json", latency=False):
     """One wrk thread with `conns` connections for `secs`; with `close`, a new one per request;
     with `latency`, the percentiles printed."""
@@ -364,10 +395,12 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
     if port in READY:
         wait_servers_up(READY[port])
     before = usage(pgid) if pgid else None
+    others = around_load()
     spread_before = workers() if workers else None
     out = subprocess.run(wrk_command(port, secs, conns, close, path, latency=True),
                          capture_output=True, text=True).stdout
     cpu, user, ctx = used_since(before, pgid)
+    others = (others, around_load())
     spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not found:
@@ -391,6 +424,8 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
         result["user_us_per_req"] = user * 1e6 / int(requests.group(1))
     if ctx is not None and requests:
         result["ctx_per_req"] = ctx / int(requests.group(1))
+    if requests and int(requests.group(1)):
+        result.update(others_between(*others, int(requests.group(1))))
     if spread:
         result["spread"] = "/".join(map(str, spread))
         # the busiest worker's share over an even share: 1.0 is even, 2.0 one of two took all
@@ -575,7 +610,7 @@ def one_run(args, binary, run_index):
         return path
     try:
         write_site(d)
-        procs.start("backends", ["nginx", "-c", conf("backends.conf", BACKENDS_CONF.format(d=d, nofile=nofile())), "-p", d], 19201)
+        BACKENDS["pgid"] = procs.start("backends", ["nginx", "-c", conf("backends.conf", BACKENDS_CONF.format(d=d, nofile=nofile())), "-p", d], 19201).pid
         procs.start("iperf3", ["iperf3", "-s", "-p", "19203"], 19203)
         groups = {
             "haproxy": procs.start("haproxy", ["haproxy", "-f", conf("haproxy.cfg", HAPROXY_CONF.format(
@@ -691,6 +726,9 @@ def report(runs, only):
             row("%s, of which user space (µs/req)" % load, load, "user_us_per_req", "%.2f", None, False, False)
             row("%s, context switches/req" % load, load, "ctx_per_req", "%.3f", None, False, False)
             row("%s, busiest worker's share (1.00 = even)" % load, load, "max_share", "%.2f", None, False, False)
+            row("%s, wrk's CPU (µs/req)" % load, load, "client_us_per_req", "%.1f", None, False)
+            row("%s, the backends' CPU (µs/req)" % load, load, "backends_us_per_req", "%.1f", None, False)
+            row("%s, machine busy (share of both cores)" % load, load, "busy_share", "%.3f")
     if "large" in only:
         row("large, 1 MiB answers (Gbit/s)", "large", "gbit_s", "%.2f")
         row("large, proxy CPU (µs/answer)", "large", "cpu_us_per_req", "%.1f", None, False, False)
