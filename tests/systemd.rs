@@ -236,6 +236,53 @@ journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
+async fn workers_are_pinned_under_the_hardened_unit() {
+    let nodes = three_nodes().await;
+    let p = boot(
+        &config(&[&nodes[0]]).replace("workers: 2\n", "workers: auto\npin_workers: true\n"),
+        r#"
+systemctl start roundhouse
+echo active=$(systemctl is-active roundhouse)
+echo cpus=$(nproc)
+pid=$(show MainPID)
+for t in /proc/$pid/task/*; do
+  case $(cat $t/comm) in roundhouse-w*) echo "worker| $(cat $t/comm) $(awk '/^Cpus_allowed_list/ { print $2 }' $t/status)";; esac
+done
+journalctl -u roundhouse --no-pager -o cat | sed 's/^/log| /'
+"#,
+    )
+    .await;
+    assert_eq!(p.value("active"), "active", "{}", p.output);
+    let workers: Vec<&str> = p
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("worker| "))
+        .collect();
+    let cpus: usize = p.value("cpus").parse().expect("nproc");
+    assert_eq!(workers.len(), cpus, "one worker per CPU: {}", p.output);
+    let mut pinned: Vec<&str> = workers
+        .iter()
+        .filter_map(|w| w.split_once(' ').map(|(_, list)| list))
+        .filter(|list| list.parse::<usize>().is_ok())
+        .collect();
+    pinned.sort();
+    pinned.dedup();
+    assert_eq!(
+        pinned.len(),
+        cpus,
+        "each worker on a CPU of its own: {}",
+        p.output
+    );
+    assert!(
+        p.output.contains("workers pinned, one per CPU"),
+        "{}",
+        p.output
+    );
+    assert!(!p.output.contains("worker not pinned"), "{}", p.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots systemd in a container (root): cargo test --test systemd -- --ignored --test-threads=1"]
 async fn a_killed_process_is_restarted_and_serves_again() {
     let nodes = three_nodes().await;
     let p = boot(

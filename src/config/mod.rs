@@ -35,6 +35,9 @@ pub struct Config {
     pub source: PathBuf,
     /// Proxy threads; each runs its own event loop with its own listening sockets.
     pub workers: usize,
+    /// Bind each worker to a CPU of its own, when there is one worker per CPU the process may use
+    /// (off by default: see `runtime/workers.rs`).
+    pub pin_workers: bool,
     /// How long open connections may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Log one line per proxied connection at info.

@@ -16,6 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 pub struct RawConfig {
     pub enabled: Option<bool>,
     pub workers: Option<RawWorkers>,
+    pub pin_workers: Option<bool>,
     pub shutdown_grace: Option<HumaneDuration>,
     pub access_log: Option<bool>,
     pub admin: Option<RawAdmin>,

@@ -14,8 +14,13 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
     let _ = writeln!(s, "{}: configuration is valid", config.source.display());
     let _ = writeln!(
         s,
-        "workers: {}; shutdown grace: {}; access log: {}",
+        "workers: {}{}; shutdown grace: {}; access log: {}",
         config.workers,
+        if config.pin_workers {
+            " (pin_workers: on)"
+        } else {
+            " (pin_workers: off)"
+        },
         format_duration(config.shutdown_grace),
         if config.access_log { "on" } else { "off" }
     );

@@ -164,6 +164,7 @@ impl Validator<'_> {
         Some(Config {
             source: self.file.to_owned(),
             workers: workers?,
+            pin_workers: raw.pin_workers.unwrap_or(false),
             shutdown_grace,
             access_log: raw.access_log.unwrap_or(false),
             admin: admin?,

@@ -146,7 +146,7 @@ impl Control {
             Err(e) => return Err((notifier, RunError::Config(e))),
         };
         raise_fd_limit();
-        let workers = match Workers::start(prepared.config.workers) {
+        let workers = match Workers::start(prepared.config.workers, prepared.config.pin_workers) {
             Ok(w) => w,
             Err(e) => return Err((notifier, StartupError::Workers(e).into())),
         };

@@ -58,6 +58,13 @@ impl Control {
                 "workers changes at the next restart, not on reload"
             );
         }
+        if prepared.config.pin_workers != self.workers.pin() {
+            tracing::warn!(
+                running = self.workers.pin(),
+                configured = prepared.config.pin_workers,
+                "pin_workers changes at the next restart, not on reload"
+            );
+        }
         // Bind every new address before anything changes, so a failure leaves all as it was.
         let mut fresh = HashMap::new();
         for (i, l) in prepared.config.listeners.iter().enumerate() {
