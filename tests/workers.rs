@@ -105,3 +105,17 @@ async fn fewer_workers_than_cpus_are_not_pinned() {
         .await;
     assert_eq!(worker_cpus(rh.pid()), vec![BTreeSet::from(cpus)]);
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_pin_workers_says_it_waits_for_a_restart() {
+    let cpus = two_cpus();
+    let echo = EchoServer::start().await;
+    let mut rh = start_on(cpus, "workers: auto\n", &echo).await;
+    let text = std::fs::read_to_string(&rh.config).expect("config");
+    rh.reload(&format!("{text}pin_workers: true\n")).await;
+    rh.stderr
+        .wait_for(&["pin_workers changes at the next restart"], SOON)
+        .await;
+    let both = BTreeSet::from(cpus);
+    assert_eq!(worker_cpus(rh.pid()), vec![both.clone(), both]);
+}
