@@ -146,10 +146,11 @@ impl Control {
             Err(e) => return Err((notifier, RunError::Config(e))),
         };
         raise_fd_limit();
-        let workers = match Workers::start(prepared.config.workers, prepared.config.pin_workers) {
-            Ok(w) => w,
-            Err(e) => return Err((notifier, StartupError::Workers(e).into())),
-        };
+        let workers =
+            match Workers::start(prepared.config.workers, prepared.config.pin_workers).await {
+                Ok(w) => w,
+                Err(e) => return Err((notifier, StartupError::Workers(e).into())),
+            };
         let mut bound = HashMap::new();
         for (i, l) in prepared.config.listeners.iter().enumerate() {
             match listener::bind(l.bind, workers.handles().len(), l.freebind) {

@@ -78,8 +78,9 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` worker threads; with `pin`, each bound to a CPU of its own when there is one
-    /// worker per CPU this process may run on (see the module comment).
-    pub fn start(n: usize, pin: bool) -> std::io::Result<Workers> {
+    /// worker per CPU this process may run on (see the module comment). Returns once every worker
+    /// runs (named, and pinned or not): what `READY=1` then says is true of all of them.
+    pub async fn start(n: usize, pin: bool) -> std::io::Result<Workers> {
         let mut w = Workers {
             handles: Vec::new(),
             threads: Vec::new(),
@@ -87,6 +88,7 @@ impl Workers {
             pin,
         };
         let cpus = if pin { cpus_to_pin(n) } else { None };
+        let (running, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
         for i in 0..n {
             let cpu = cpus.as_ref().map(|c| c[i]);
             // Sockets and timers only: signals and child processes are the main runtime's. With
@@ -98,6 +100,7 @@ impl Workers {
                 .enable_time()
                 .build()?;
             let (stop, stopped) = oneshot::channel::<()>();
+            let running = running.clone();
             w.handles.push(rt.handle().clone());
             let thread = std::thread::Builder::new()
                 .name(format!("roundhouse-w{i}"))
@@ -106,12 +109,20 @@ impl Workers {
                         pin_to(i, cpu);
                     }
                     crate::metrics::set_worker();
+                    let _ = running.send(());
                     // Returns when told to stop (or when the sender is dropped); dropping the
                     // runtime then closes whatever connections are still open on this thread.
                     let _ = rt.block_on(stopped);
                 })?;
             w.threads.push((thread, stop));
             w.heartbeats.push(Arc::new(AtomicU64::new(0)));
+        }
+        drop(running);
+        for _ in 0..n {
+            if started.recv().await.is_none() {
+                w.stop();
+                return Err(std::io::Error::other("a worker thread ended as it started"));
+            }
         }
         Ok(w)
     }
