@@ -301,6 +301,24 @@ def group_ctx_switches(pgid):
     return total
 
 
+def group_runqueue_wait_s(pgid):
+    """Seconds the threads of a process group have so far waited, runnable, for a CPU (the second
+    field of /proc/PID/task/TID/schedstat): what a thread that cannot run where it is costs."""
+    total = 0
+    for pid, _ in group_pids(pgid):
+        try:
+            tasks = os.listdir("/proc/%s/task" % pid)
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open("/proc/%s/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total / 1e9
+
+
 def roundhouse_workers(admin=19902):
     """roundhouse's accepted connections per worker, from its metrics."""
     text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin, timeout=5).read().decode()
@@ -345,13 +363,15 @@ def haproxy_workers(sock_path):
 
 
 def usage(pgid):
-    """What a process group has used so far: CPU seconds (total, user) and context switches."""
-    return (*group_cpu_s(pgid), group_ctx_switches(pgid))
+    """What a process group has used so far: CPU seconds (total, user), context switches, and
+    seconds waited for a CPU."""
+    return (*group_cpu_s(pgid), group_ctx_switches(pgid), group_runqueue_wait_s(pgid))
 
 
 def used_since(before, pgid):
-    """(CPU, user, context switches) since `before` (a `usage`), or Nones without a group."""
-    return tuple(b - a for a, b in zip(before, usage(pgid))) if pgid else (None, None, None)
+    """(CPU, user, context switches, run-queue wait) since `before` (a `usage`), or Nones without
+    a group."""
+    return tuple(b - a for a, b in zip(before, usage(pgid))) if pgid else (None,) * 4
 
 
 def machine_ticks():
@@ -399,7 +419,7 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
     spread_before = workers() if workers else None
     out = subprocess.run(wrk_command(port, secs, conns, close, path, latency=True),
                          capture_output=True, text=True).stdout
-    cpu, user, ctx = used_since(before, pgid)
+    cpu, user, ctx, waited = used_since(before, pgid)
     others = (others, around_load())
     spread = [b - a for a, b in zip(spread_before, workers())] if workers else None
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -424,6 +444,7 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
         result["user_us_per_req"] = user * 1e6 / int(requests.group(1))
     if ctx is not None and requests:
         result["ctx_per_req"] = ctx / int(requests.group(1))
+        result["rq_wait_us_per_req"] = waited * 1e6 / int(requests.group(1))
     if requests and int(requests.group(1)):
         result.update(others_between(*others, int(requests.group(1))))
     if spread:
@@ -441,7 +462,7 @@ def iperf(port, secs, pgid=None):
     result = {"gbit_s": end["bits_per_second"] / 1e9}
     if pgid:
         # what a GiB costs the proxy, as CPU per request does for the wrk loads
-        cpu, _, ctx = used_since(before, pgid)
+        cpu, _, ctx, _ = used_since(before, pgid)
         gib = end["bytes"] / 2**30
         result["cpu_ms_per_gib"] = cpu * 1e3 / gib
         result["ctx_per_mib"] = ctx / (gib * 1024)
@@ -516,6 +537,8 @@ def mixed(port, secs, pgid, workers):
     r = {k: v for k, v in loaded.items()}
     r.update({"base_rps": base["rps"], "base_p99_ms": base["p99_ms"],
               "p99_vs_base": loaded["p99_ms"] / base["p99_ms"], "rps_vs_base": loaded["rps"] / base["rps"]})
+    if "rq_wait_us_per_req" in base:
+        r["base_rq_wait_us_per_req"] = base["rq_wait_us_per_req"]
     if idle_spread:
         r["idle_spread"] = "/".join(map(str, idle_spread))
     return r
@@ -725,6 +748,7 @@ def report(runs, only):
             row("%s, proxy CPU (µs/req)" % load, load, "cpu_us_per_req", "%.1f", CPU_TARGET, False, False)
             row("%s, of which user space (µs/req)" % load, load, "user_us_per_req", "%.2f", None, False, False)
             row("%s, context switches/req" % load, load, "ctx_per_req", "%.3f", None, False, False)
+            row("%s, waited for a CPU (µs/req)" % load, load, "rq_wait_us_per_req", "%.2f", None, False, False)
             row("%s, busiest worker's share (1.00 = even)" % load, load, "max_share", "%.2f", None, False, False)
             row("%s, wrk's CPU (µs/req)" % load, load, "client_us_per_req", "%.1f", None, False)
             row("%s, the backends' CPU (µs/req)" % load, load, "backends_us_per_req", "%.1f", None, False)
@@ -744,6 +768,7 @@ def report(runs, only):
             "yes" if v["roundhouse"] <= MIXED_P99_TARGET else "NO"))
         row("mixed, proxy CPU (µs/req)", "mixed", "cpu_us_per_req", "%.1f", None, False, False)
         row("mixed, context switches/req", "mixed", "ctx_per_req", "%.3f", None, False, False)
+        row("mixed, waited for a CPU (µs/req)", "mixed", "rq_wait_us_per_req", "%.2f", None, False, False)
     if "idle" in only:
         v = {p: median(runs, p, "idle", "kib_per_conn") for p in proxies}
         print("| idle (KiB/conn) | | %s | | ≤ %.1f | %s |" % (
