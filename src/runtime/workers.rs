@@ -12,9 +12,9 @@
 //! keep-alive rate (the CPU per request the same). It is off by default for the tail: with 9,000
 //! idle connections held open beside the load, p99 was 1.30× its value without them, against
 //! about 1.1–1.2× unpinned (why is not known yet: pinned, the workers waited less for a CPU on
-//! average, 11.2 against 13.9 µs per request). Elsewhere
-//! (fewer workers than CPUs, a CPU quota smaller than the cpuset) they are not pinned: which CPUs
-//! to leave to others is not ours to guess.
+//! average, 11.2 against 13.9 µs per request). Elsewhere (fewer workers than CPUs, a CPU quota
+//! smaller than the cpuset) they are not pinned: which CPUs to leave to others is not ours to
+//! guess.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +37,10 @@ fn cpus_to_pin(workers: usize) -> Option<Vec<usize>> {
     let allowed = match sched_getaffinity(Pid::from_raw(0)) {
         Ok(set) => set,
         Err(e) => {
-            tracing::warn!(error = %e, "workers not pinned: cannot read the CPUs this process may use");
+            tracing::warn!(
+                error = %e,
+                "workers not pinned: cannot read the CPUs this process may use"
+            );
             return None;
         }
     };
