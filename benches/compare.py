@@ -284,9 +284,9 @@ def group_cpu_s(pgid):
     return (user + sum(s for _, s in ticks)) / os.sysconf("SC_CLK_TCK"), user / os.sysconf("SC_CLK_TCK")
 
 
-def group_ctx_switches(pgid):
-    """Context switches (voluntary + involuntary) so far of every thread of a process group."""
-    total = 0
+def group_task_files(pgid, name):
+    """The text of /proc/PID/task/TID/`name` for every thread of a process group (a thread that
+    ends meanwhile is skipped)."""
     for pid, _ in group_pids(pgid):
         try:
             tasks = os.listdir("/proc/%s/task" % pid)
@@ -294,10 +294,20 @@ def group_ctx_switches(pgid):
             continue
         for tid in tasks:
             try:
-                with open("/proc/%s/task/%s/status" % (pid, tid)) as f:
-                    total += sum(int(l.split()[1]) for l in f if "ctxt_switches:" in l)
-            except (OSError, ValueError):
+                with open("/proc/%s/task/%s/%s" % (pid, tid, name)) as f:
+                    yield f.read()
+            except OSError:
                 pass
+
+
+def group_ctx_switches(pgid):
+    """Context switches (voluntary + involuntary) so far of every thread of a process group."""
+    total = 0
+    for text in group_task_files(pgid, "status"):
+        try:
+            total += sum(int(l.split()[1]) for l in text.splitlines() if "ctxt_switches:" in l)
+        except ValueError:
+            pass
     return total
 
 
@@ -305,17 +315,11 @@ def group_runqueue_wait_s(pgid):
     """Seconds the threads of a process group have so far waited, runnable, for a CPU (the second
     field of /proc/PID/task/TID/schedstat): what a thread that cannot run where it is costs."""
     total = 0
-    for pid, _ in group_pids(pgid):
+    for text in group_task_files(pgid, "schedstat"):
         try:
-            tasks = os.listdir("/proc/%s/task" % pid)
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open("/proc/%s/task/%s/schedstat" % (pid, tid)) as f:
-                    total += int(f.read().split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
+            total += int(text.split()[1])
+        except (ValueError, IndexError):
+            pass
     return total / 1e9
 
 
