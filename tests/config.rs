@@ -261,6 +261,20 @@ fn check_prints_the_effective_configuration() {
 }
 
 #[test]
+fn check_says_whether_workers_are_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    for (top, said) in [
+        ("", "(pin_workers: off)"),
+        ("pin_workers: true\n", "(pin_workers: on)"),
+    ] {
+        let path = write(dir.path(), &format!("{top}{}", valid()));
+        let (code, stdout, stderr) = run_cli(&["check", "--config", &path], &[]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(said), "missing {said:?} in:\n{stdout}");
+    }
+}
+
+#[test]
 fn a_taken_port_fails_startup_with_its_name() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let bind = taken.local_addr().unwrap().to_string();
