@@ -14,13 +14,9 @@ pub fn summary(config: &Config, resolved: &dyn Fn(&str, &str) -> String) -> Stri
     let _ = writeln!(s, "{}: configuration is valid", config.source.display());
     let _ = writeln!(
         s,
-        "workers: {}{}; shutdown grace: {}; access log: {}",
+        "workers: {} (pin_workers: {}); shutdown grace: {}; access log: {}",
         config.workers,
-        if config.pin_workers {
-            " (pin_workers: on)"
-        } else {
-            " (pin_workers: off)"
-        },
+        if config.pin_workers { "on" } else { "off" },
         format_duration(config.shutdown_grace),
         if config.access_log { "on" } else { "off" }
     );
