@@ -460,10 +460,14 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
 
 def iperf(port, secs, pgid=None):
     before = usage(pgid) if pgid else None
+    (busy0, all0) = machine_ticks()
     out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"],
                          capture_output=True, text=True).stdout
+    (busy1, all1) = machine_ticks()
     end = json.loads(out)["end"]["sum_received"]
-    result = {"gbit_s": end["bits_per_second"] / 1e9}
+    # the share of both cores busy at all: iperf3's two ends, the loopback and the proxy share them
+    result = {"gbit_s": end["bits_per_second"] / 1e9,
+              "busy_share": (busy1 - busy0) / max(1, all1 - all0)}
     if pgid:
         # what a GiB costs the proxy, as CPU per request does for the wrk loads
         cpu, _, ctx, _ = used_since(before, pgid)
@@ -748,6 +752,7 @@ def report(runs, only):
         if load == "bulk":
             row("bulk, proxy CPU (ms/GiB)", load, "cpu_ms_per_gib", "%.0f", None, False, False)
             row("bulk, context switches/MiB", load, "ctx_per_mib", "%.2f", None, False, False)
+            row("bulk, machine busy (share of both cores)", load, "busy_share", "%.3f")
         if key == "rps":
             row("%s, proxy CPU (µs/req)" % load, load, "cpu_us_per_req", "%.1f", CPU_TARGET, False, False)
             row("%s, of which user space (µs/req)" % load, load, "user_us_per_req", "%.2f", None, False, False)
