@@ -21,7 +21,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use super::followed::Followed;
 use super::framing::Direction;
-use super::splice::{PIPE_SIZE, Pipe};
+use super::splice::{PIPE_MAX, Pipe};
 
 /// Relay buffer size; one is borrowed per direction only while that direction has data in flight.
 const BUFFER_SIZE: usize = 16 * 1024;
@@ -30,7 +30,7 @@ const POOL_LIMIT: usize = 256;
 /// Byte counts reach the shared counters at least this often (and when the connection ends).
 const FLUSH_EVERY: u64 = 64 * 1024;
 /// Bytes one direction moves at most before it lets the relay flush its count: a pump counts in
-/// a u32. tokio's per-poll budget stops a poll long before (128 reads of at most `PIPE_SIZE`);
+/// a u32. tokio's per-poll budget stops a poll long before (128 reads of at most `PIPE_MAX`);
 /// this makes the bound not depend on it.
 const UNFLUSHED_LIMIT: u32 = 1 << 30;
 
@@ -41,7 +41,7 @@ type Buffer = Box<[u8; BUFFER_SIZE]>;
 // count as u32 (the count reaches at most the limit and one read more)
 const _: () = assert!(
     BUFFER_SIZE <= u16::MAX as usize
-        && UNFLUSHED_LIMIT as usize + PIPE_SIZE + BUFFER_SIZE <= u32::MAX as usize
+        && UNFLUSHED_LIMIT as usize + PIPE_MAX + BUFFER_SIZE <= u32::MAX as usize
 );
 
 thread_local! {
@@ -170,7 +170,7 @@ impl Pump {
                 .as_mut()
                 .map_or(u64::MAX, |(f, dir)| f.tracker().opaque_len(*dir));
             if self.bulk && opaque > 0 {
-                let len = usize::try_from(opaque).map_or(PIPE_SIZE, |o| o.min(PIPE_SIZE));
+                let len = usize::try_from(opaque).map_or(PIPE_MAX, |o| o.min(PIPE_MAX));
                 self.splice_in(socket, len)?;
                 if let Some((f, dir)) = follow.as_mut() {
                     f.tracker().skip(*dir, u64::from(self.in_pipe));
