@@ -161,6 +161,46 @@ async fn bytes_are_relayed_exactly_with_half_close() {
     assert!(got == data, "bytes differ");
 }
 
+/// Forty bulk connections at once: more pipes in use than the 1 MiB pipes' share holds, so their
+/// directions go through pipes of every size roundhouse makes (see `proxy/splice.rs`).
+#[tokio::test]
+async fn many_bulk_connections_at_once_are_relayed_exactly() {
+    let echo = EchoServer::start().await;
+    let rh = serve(echo_backend(&echo)).await;
+    let addr = rh.listener("echo").await;
+    let pattern: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let clients: Vec<_> = (0..40usize)
+        .map(|c| {
+            // each client its own bytes: the pattern turned by a different amount
+            let mut data = pattern.clone();
+            data.rotate_left(c * 977);
+            tokio::spawn(async move {
+                let (mut r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+                let to_send = data.clone();
+                let writer = tokio::spawn(async move {
+                    w.write_all(&to_send).await.unwrap();
+                    w.shutdown().await.unwrap();
+                    w
+                });
+                let mut got = Vec::with_capacity(data.len());
+                r.read_to_end(&mut got).await.unwrap();
+                let _w = writer.await.unwrap();
+                assert_eq!(got.len(), data.len(), "client {c}");
+                assert!(got == data, "client {c}: bytes differ");
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        for client in clients {
+            client.await.unwrap();
+        }
+    })
+    .await
+    .expect("every echo finished");
+}
+
 #[tokio::test]
 async fn a_server_that_answers_after_the_client_fin_is_still_heard() {
     // The client sends a request and its FIN at once; the server answers only after the FIN.
