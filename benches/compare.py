@@ -52,6 +52,9 @@ installs the first five.
 Usage: benches/compare.py [--runs 3] [--secs 6] [--only keepalive,close,bulk,idle,keepalive-1k,mixed,large,syscalls]
                           [--proxies direct,haproxy,nginx,roundhouse,baseline]
                           [--binary target/release/roundhouse] [--baseline OTHER_BINARY] [--json FILE]
+                          [--pinned]
+With --pinned both proxies run one thread per CPU, each bound to its CPU (haproxy `cpu-map`,
+roundhouse `pin_workers: true`); by default neither is pinned.
 """
 import argparse
 import json
@@ -118,7 +121,7 @@ global
   log stderr format raw local0 err
   maxpipes 200
   stats socket {d}/haproxy.sock level admin
-defaults
+{cpu_map}defaults
   mode tcp
   maxconn {maxconn}
   option splice-auto
@@ -159,6 +162,7 @@ stream {{
 
 ROUNDHOUSE_CONF = """
 enabled: true
+pin_workers: {pinned}
 admin:
   bind: 127.0.0.1:{admin}
 listeners:
@@ -633,6 +637,11 @@ def one_run(args, binary, run_index):
     d = tempfile.mkdtemp(prefix="roundhouse-bench-")
     os.chmod(d, 0o755)
     procs = Processes(d)
+    # --pinned: one thread per CPU for haproxy (its default thread count is the CPUs it may use),
+    # as roundhouse's pin_workers does
+    cpus = len(os.sched_getaffinity(0))
+    cpu_map = "  cpu-map auto:1/1-%d 0-%d\n" % (cpus, cpus - 1) if args.pinned else ""
+    pinned = "true" if args.pinned else "false"
 
     def conf(name, text):
         path = os.path.join(d, name)
@@ -645,12 +654,12 @@ def one_run(args, binary, run_index):
         procs.start("iperf3", ["iperf3", "-s", "-p", "19203"], 19203)
         groups = {
             "haproxy": procs.start("haproxy", ["haproxy", "-f", conf("haproxy.cfg", HAPROXY_CONF.format(
-                d=d, maxconn=haproxy_maxconn()))],
+                d=d, maxconn=haproxy_maxconn(), cpu_map=cpu_map))],
                                    19100).pid,
             "nginx": procs.start("nginx", ["nginx", "-c", conf("stream.conf", NGINX_STREAM_CONF.format(
                 d=d, module=STREAM_MODULE, nofile=nofile())), "-p", d], 19101).pid,
             "roundhouse": procs.start("roundhouse", [binary, "run", "--config", conf("roundhouse.yaml", ROUNDHOUSE_CONF.format(
-                admin=19902, http=19102, bulk=19112))], 19102).pid,
+                admin=19902, http=19102, bulk=19112, pinned=pinned))], 19102).pid,
         }
         ports = {"direct": (19201, 19203), "haproxy": (19100, 19110), "nginx": (19101, 19111),
                  "roundhouse": (19102, 19112)}
@@ -658,7 +667,7 @@ def one_run(args, binary, run_index):
                    "haproxy": lambda: haproxy_workers(os.path.join(d, "haproxy.sock"))}
         if args.baseline:
             groups["baseline"] = procs.start("baseline", [args.baseline, "run", "--config", conf(
-                "baseline.yaml", ROUNDHOUSE_CONF.format(admin=19903, http=19103, bulk=19113))], 19103).pid
+                "baseline.yaml", ROUNDHOUSE_CONF.format(admin=19903, http=19103, bulk=19113, pinned=pinned))], 19103).pid
             ports["baseline"] = (19103, 19113)
             workers["baseline"] = lambda: roundhouse_workers(19903)
         for port in [bulk for _, bulk in ports.values()]:
@@ -817,6 +826,9 @@ def main():
     ap.add_argument("--binary", help="roundhouse binary (default: build target/release/roundhouse)")
     ap.add_argument("--install", action="store_true", help="apt-get install missing tools")
     ap.add_argument("--json", help="write every run's raw figures here")
+    ap.add_argument("--pinned", action="store_true",
+                    help="pin both proxies' threads, one per CPU: haproxy with cpu-map, roundhouse "
+                         "with pin_workers (the default leaves both unpinned)")
     ap.add_argument("--baseline", help="a second roundhouse binary (say, before a change) measured in the same "
                                        "runs as 'baseline', on ports 19103/19113, admin 19903")
     args = ap.parse_args()
