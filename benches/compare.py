@@ -389,6 +389,12 @@ def machine_ticks():
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
+def busy_share(before, after):
+    """The share of every CPU's time between two `machine_ticks` that was busy at all."""
+    (busy0, all0), (busy1, all1) = before, after
+    return (busy1 - busy0) / max(1, all1 - all0)
+
+
 def around_load():
     """What the machine, the wrk client and the backends have used so far (see `others_between`)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -401,9 +407,9 @@ def others_between(before, after, requests):
     that ended between them) and the backends', in µs, and the share of the machine's CPU time
     that was busy at all. wrk, the backends and the proxy share the two cores: a proxy that
     leaves them idle more often gets a lower rate for the same CPU per request."""
-    (busy0, all0), client0, backends0 = before
-    (busy1, all1), client1, backends1 = after
-    result = {"busy_share": (busy1 - busy0) / max(1, all1 - all0),
+    ticks0, client0, backends0 = before
+    ticks1, client1, backends1 = after
+    result = {"busy_share": busy_share(ticks0, ticks1),
               "client_us_per_req": (client1 - client0) * 1e6 / requests}
     if backends0 is not None:
         result["backends_us_per_req"] = (backends1 - backends0) * 1e6 / requests
@@ -464,14 +470,13 @@ def wrk(port, secs, conns, close, pgid=None, workers=None, path="/search.json"):
 
 def iperf(port, secs, pgid=None):
     before = usage(pgid) if pgid else None
-    (busy0, all0) = machine_ticks()
+    ticks0 = machine_ticks()
     out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"],
                          capture_output=True, text=True).stdout
-    (busy1, all1) = machine_ticks()
+    ticks1 = machine_ticks()
     end = json.loads(out)["end"]["sum_received"]
     # the share of both cores busy at all: iperf3's two ends, the loopback and the proxy share them
-    result = {"gbit_s": end["bits_per_second"] / 1e9,
-              "busy_share": (busy1 - busy0) / max(1, all1 - all0)}
+    result = {"gbit_s": end["bits_per_second"] / 1e9, "busy_share": busy_share(ticks0, ticks1)}
     if pgid:
         # what a GiB costs the proxy, as CPU per request does for the wrk loads
         cpu, _, ctx, _ = used_since(before, pgid)
