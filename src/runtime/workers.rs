@@ -10,11 +10,13 @@
 //! sat idle while work waited on the other: `benches/compare.py` measured the cores busy 0.84 of
 //! the time with the workers free to move, 0.92 with each bound to its CPU, and 1.11× the
 //! keep-alive rate (the CPU per request the same). It is off by default for the tail: with 9,000
-//! idle connections held open beside the load, p99 was 1.30× its value without them, against
-//! about 1.1–1.2× unpinned (why is not known yet: pinned, the workers waited less for a CPU on
-//! average, 11.2 against 13.9 µs per request). Elsewhere (fewer workers than CPUs, a CPU quota
-//! smaller than the cpuset) they are not pinned: which CPUs to leave to others is not ours to
-//! guess.
+//! idle connections held open beside the load, p99 was 1.30–1.50× its value without them, against
+//! about 1.1–1.2× unpinned. haproxy's rose the same way with its threads pinned (`cpu-map`,
+//! 1.39–1.87×), so it is pinning on such a machine, not these workers; why is not known yet
+//! (pinned, the workers waited less for a CPU on average, 11.2 against 13.9 µs per request).
+//! Against haproxy pinned too, the keep-alive rate was 0.98×. Elsewhere (fewer workers than
+//! CPUs, a CPU quota smaller than the cpuset) they are not pinned: which CPUs to leave to others
+//! is not ours to guess.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
